@@ -1,0 +1,61 @@
+"""`python -m rank_sweep [-m] [overrides]`: check every job's config, then hand over to Hydra."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from rank_sweep.config.preflight import PreflightError, preflight
+from rank_sweep.config.schema import register_configs
+from rank_sweep.paths import CONF_DIR, REPO_ROOT
+
+os.environ.setdefault("RANK_SWEEP_ROOT", str(REPO_ROOT))
+register_configs()
+
+# Flags after which Hydra prints something instead of running a job.
+_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    from rank_sweep.app import run_job
+
+    return run_job(cfg)
+
+
+def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
+    """(overrides, multirun, info_only) from Hydra's command line."""
+    overrides, multirun, info = [], False, False
+    skip_next = False
+    for arg in argv:
+        if skip_next:
+            skip_next = False
+            continue
+        if arg in ("-m", "--multirun"):
+            multirun = True
+        elif arg in _INFO_FLAGS or arg.startswith("--info="):
+            info = True
+        elif arg in ("--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-dir",
+                     "-cd", "--config-path", "-cp", "--experimental-rerun"):  # fmt: skip
+            skip_next = arg not in ("--cfg", "-c") or True
+        elif not arg.startswith("-"):
+            overrides.append(arg)
+    return overrides, multirun, info
+
+
+def cli() -> None:
+    overrides, multirun, info = _split_argv(sys.argv[1:])
+    if not info:
+        try:
+            preflight(overrides, multirun)
+        except PreflightError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+    main()
+
+
+if __name__ == "__main__":
+    cli()

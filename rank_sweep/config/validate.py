@@ -1,0 +1,108 @@
+"""Cross-field and range checks that types cannot express. Each failure is one line
+naming the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+
+class ConfigError(ValueError):
+    """A config value is out of its allowed set; the message is one line."""
+
+
+def _bad(key: str, value: Any, allowed: str) -> ConfigError:
+    return ConfigError(f"{key}={value!r} is invalid: allowed {allowed}")
+
+
+def _choice(cfg: DictConfig, key: str, allowed: tuple[str, ...]) -> None:
+    value = cfg_get(cfg, key)
+    if value not in allowed:
+        raise _bad(key, value, " | ".join(allowed))
+
+
+def _int_range(cfg: DictConfig, key: str, lo: int, hi: int | None = None) -> None:
+    value = cfg_get(cfg, key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi and value > hi):
+        raise _bad(key, value, f"an int in [{lo}, {hi}]" if hi else f"an int >= {lo}")
+
+
+def cfg_get(cfg: DictConfig, dotted: str) -> Any:
+    node: Any = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError on the first invalid value; called before any work starts."""
+    _int_range(cfg, "lora.rank", 1, 1024)
+    if not cfg.lora.alpha > 0:
+        raise _bad("lora.alpha", cfg.lora.alpha, "a number > 0")
+    if not 0.0 <= cfg.lora.dropout < 1.0:
+        raise _bad("lora.dropout", cfg.lora.dropout, "a number in [0, 1)")
+    if not cfg.lora.alpha_ratio > 0:
+        raise _bad("lora.alpha_ratio", cfg.lora.alpha_ratio, "a number > 0")
+    if not cfg.lora.target_modules:
+        raise _bad("lora.target_modules", [], "a non-empty list of block Linear names")
+    _choice(cfg, "lora.alpha_mode", ("fixed", "ratio", "rslora"))
+    _choice(cfg, "finetune.method", ("lora", "full"))
+    if not cfg.finetune.lr > 0:
+        raise _bad("finetune.lr", cfg.finetune.lr, "a number > 0")
+    _choice(cfg, "model.dtype", ("float32", "bfloat16"))
+
+    _choice(cfg, "data.layout", ("ucf101", "kinetics400", "folder"))
+    frames = cfg.data.frames
+    if frames < 1 or (frames - 1) % 4:
+        raise _bad("data.frames", frames, "4k+1 frames (1, 5, 9, ..., 81): the VAE stride is 4")
+    for key in ("data.height", "data.width"):
+        v = cfg_get(cfg, key)
+        if v < 16 or v % 16:
+            raise _bad(key, v, "a positive multiple of 16 (VAE stride 8 x patch 2)")
+    _int_range(cfg, "data.fold", 1, 3)
+    _int_range(cfg, "data.stride", 1)
+    if cfg.data.fps is not None and not cfg.data.fps > 0:
+        raise _bad("data.fps", cfg.data.fps, "null (native rate) or a number > 0")
+    if cfg.data.root is None and cfg.data.name != "synthetic":
+        raise _bad("data.root", None, "a dataset directory (only data=synthetic may leave it null)")
+    if cfg.data.name == "synthetic" and cfg.data.synth.frames < max(frames, cfg.eval.frames):
+        raise _bad(
+            "data.synth.frames",
+            cfg.data.synth.frames,
+            f">= {max(frames, cfg.eval.frames)} (clip length)",
+        )
+
+    _int_range(cfg, "train.steps", 1)
+    _int_range(cfg, "train.micro_batch", 1)
+    _int_range(cfg, "train.grad_accum", 1)
+    _int_range(cfg, "train.checkpoint_every", 1)
+    _int_range(cfg, "train.log_every", 1)
+    _choice(cfg, "train.mixed_precision", ("auto", "bf16", "no"))
+    _choice(cfg, "train.timestep_sampling", ("uniform", "logit_normal"))
+    if not 0.0 <= cfg.train.warmup_ratio < 1.0:
+        raise _bad("train.warmup_ratio", cfg.train.warmup_ratio, "a number in [0, 1)")
+    if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
+        raise _bad("train.betas", list(cfg.train.betas), "two numbers in [0, 1)")
+    if not all(0.0 < q < 1.0 for q in cfg.train.val_quantiles):
+        raise _bad("train.val_quantiles", list(cfg.train.val_quantiles), "numbers in (0, 1)")
+
+    _choice(cfg, "dist.backend", ("single", "fsdp", "deepspeed"))
+    _int_range(cfg, "dist.nproc_per_node", 1)
+    if cfg.dist.backend == "deepspeed" and cfg.dist.zero_stage not in (2, 3):
+        raise _bad("dist.zero_stage", cfg.dist.zero_stage, "2 | 3 with dist.backend=deepspeed")
+    _choice(cfg, "dist.comm_backend", ("auto", "nccl", "gloo"))
+    _choice(cfg, "device", ("auto", "cpu", "cuda"))
+
+    bad = [m for m in cfg.eval.metrics if m not in ("fvd", "kid", "kvd")]
+    if bad or not cfg.eval.metrics:
+        raise _bad("eval.metrics", list(cfg.eval.metrics), "a non-empty subset of [fvd, kid, kvd]")
+    for key in ("eval.every", "eval.num_real", "eval.num_fake", "eval.sample_steps", "eval.frames"):
+        _int_range(cfg, key, 1)
+    _int_range(cfg, "eval.detector_size", 32)
+    if cfg.eval.num_real < 2 or cfg.eval.num_fake < 2:
+        raise _bad("eval.num_fake", cfg.eval.num_fake, ">= 2 clips each side (covariances)")
+
+    _choice(cfg, "prune.pruner", ("asha", "median", "none"))
+    _int_range(cfg, "prune.min_resource", 1)
+    _int_range(cfg, "prune.reduction_factor", 2)
