@@ -31,8 +31,32 @@ lint: $(STAMP) ## ruff check + format check
 	$(BIN)/ruff check rank_sweep tests benchmarks
 	$(BIN)/ruff format --check rank_sweep tests benchmarks
 
-demo: $(STAMP) ## embedded-default run (tiny Wan, synthetic data, CPU)
-	$(BIN)/python -m rank_sweep
+RANKS ?= 4,8,16,32,64
+ARGS  ?=
+
+demo: $(STAMP) ## embedded-default sweep: ranks 4..64 + full baseline (tiny Wan, synthetic data, CPU)
+	$(BIN)/python -m rank_sweep -m +experiment=demo $(ARGS)
+	@echo ""
+	@echo "done. Look at:"
+	@echo "  make report      -> reports/<sweep>/report.html, results.csv, plots"
+	@echo "  make ui          -> MLflow UI on http://127.0.0.1:5000 (experiment rank_sweep)"
+	@echo "  make optuna-ui   -> Optuna dashboard on http://127.0.0.1:8080 (trials, pruning)"
+
+sweep: $(STAMP) ## LoRA rank sweep: make sweep RANKS=4,8,16 ARGS="data=ucf101 ..."
+	$(BIN)/python -m rank_sweep -m lora.rank=$(RANKS) $(ARGS)
+
+baseline-full: $(STAMP) ## full fine-tune baseline with the same data, eval and recipe
+	$(BIN)/python -m rank_sweep finetune=full $(ARGS)
+
+report: $(STAMP) ## comparison table, plots and HTML report from the MLflow store
+	$(BIN)/python -m rank_sweep.report $(ARGS)
+
+ui: $(STAMP) ## MLflow UI bound to 127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+optuna-ui: $(STAMP) ## Optuna dashboard (local) on 127.0.0.1:8080
+	@test -x $(BIN)/optuna-dashboard || $(BIN)/pip install -q -c constraints.txt optuna-dashboard
+	$(BIN)/optuna-dashboard sqlite:///$(CURDIR)/optuna.db --host 127.0.0.1 --port 8080
 
 clean: ## remove caches, outputs and stores (keeps .venv)
 	rm -rf .cache outputs multirun mlflow.db mlartifacts optuna.db optuna_journal.log reports .pytest_cache .ruff_cache

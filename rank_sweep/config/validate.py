@@ -100,6 +100,13 @@ def validate(cfg: DictConfig) -> None:
     for key in ("eval.every", "eval.num_real", "eval.num_fake", "eval.sample_steps", "eval.frames"):
         _int_range(cfg, key, 1)
     _int_range(cfg, "eval.detector_size", 32)
+    sample_frames = cfg.eval.sample_frames or frames
+    if (sample_frames - 1) % 4 or sample_frames < cfg.eval.frames:
+        raise _bad(
+            "eval.sample_frames",
+            sample_frames,
+            f"4k+1 frames >= eval.frames={cfg.eval.frames} (null = data.frames)",
+        )
     if cfg.eval.num_real < 2 or cfg.eval.num_fake < 2:
         raise _bad("eval.num_fake", cfg.eval.num_fake, ">= 2 clips each side (covariances)")
 

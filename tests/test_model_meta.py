@@ -1,0 +1,42 @@
+"""Wan2.1-I2V-14B on the meta device: exact LoRA sizes with no weights allocated."""
+
+from __future__ import annotations
+
+import torch
+
+from rank_sweep.config.schema import WAN_BLOCK_LINEARS
+from rank_sweep.model.adapters import analytic_lora_params
+from rank_sweep.model.meta import WAN_I2V_14B_CONFIG, build_transformer_meta, lora_param_table
+
+
+def test_14b_lora_counts_on_meta_device() -> None:
+    model = build_transformer_meta(WAN_I2V_14B_CONFIG)
+    assert all(p.device.type == "meta" for p in model.parameters())
+    assert model.blocks[0].attn1.to_q.weight.shape == (5120, 5120)
+    table = lora_param_table(WAN_I2V_14B_CONFIG, [4, 128], list(WAN_BLOCK_LINEARS))
+    assert table == {4: 22_446_080, 128: 718_274_560}
+    for r, n in table.items():
+        assert (
+            n
+            == r * 5_611_520
+            == analytic_lora_params(WAN_I2V_14B_CONFIG, r, list(WAN_BLOCK_LINEARS))
+        )
+
+
+def test_lora_injection_stays_on_meta() -> None:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    model = build_transformer_meta(WAN_I2V_14B_CONFIG)
+    inject_adapter_in_model(
+        LoraConfig(r=8, target_modules=r"^blocks\.\d+\.ffn\.net\.2$"), model, low_cpu_mem_usage=True
+    )
+    lora = [p for n, p in model.named_parameters() if "lora_" in n]
+    assert len(lora) == 80 and all(p.device == torch.device("meta") for p in lora)
+
+
+def test_count_params_cli(capsys) -> None:
+    from rank_sweep.model.__main__ import main
+
+    assert main(["count-params", "--ranks", "4,128"]) == 0
+    out = capsys.readouterr().out
+    assert "22,446,080" in out and "718,274,560" in out and "4.381%" in out
