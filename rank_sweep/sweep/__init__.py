@@ -1,0 +1,1 @@
+"""rank_sweep.sweep: Hydra multirun callbacks (MLflow parent run, Optuna study)."""
