@@ -91,3 +91,34 @@ def compose():
 
 
 # ---- area fixtures below (append only) ----
+
+
+@pytest.fixture(scope="session")
+def synth_ucf101_corrupt(synth_ucf101: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """(data) A copy of synth_ucf101 with a zero-byte, a truncated and a text-as-.avi file,
+    plus one listed-but-absent file, all added to trainlist01. Returns root + the bad paths."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("ucf101_corrupt") / "UCF-101"
+    shutil.copytree(synth_ucf101, root)
+    good = sorted(root.glob("*/*.avi"))[0]
+    cls = good.parent.name
+    bad = {
+        "zero": root / cls / f"v_{cls}_g23_c01.avi",
+        "truncated": root / cls / f"v_{cls}_g23_c02.avi",
+        "text": root / cls / f"v_{cls}_g23_c03.avi",
+    }
+    bad["zero"].write_bytes(b"")
+    data = good.read_bytes()
+    bad["truncated"].write_bytes(data[: int(len(data) * 0.9)])
+    bad["text"].write_text("this is a text file, not a video\n")
+    label = next(
+        ln.split()[0]
+        for ln in (root / "ucfTrainTestlist" / "classInd.txt").read_text().splitlines()
+        if ln.split()[1] == cls
+    )
+    absent = root / cls / f"v_{cls}_g24_c09.avi"
+    with open(root / "ucfTrainTestlist" / "trainlist01.txt", "a") as f:
+        for p in [*bad.values(), absent]:
+            f.write(f"{cls}/{p.name} {label}\n")
+    return {"root": root, "bad": bad, "absent": absent}

@@ -4,6 +4,8 @@ Every listed video is probed at construction (cached, see scan.py); the unusable
 (unreadable, truncated, zero-byte, odd codec, too short for the clip) go to `.skipped`
 with a reason. A decode failure later, at __getitem__, is recorded the same way and the
 item is replaced by the next good clip, so a training run never dies on one bad file.
+(With DataLoader workers such late failures are recorded in the worker's copy only and
+show up in its log; the construction-time scan is what `.stats()` reports reliably.)
 """
 
 from __future__ import annotations
