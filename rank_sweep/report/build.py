@@ -1,0 +1,87 @@
+"""Table + warnings + plots -> results.csv, report.md, report.html and PNGs in one folder."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from rank_sweep.report import plots, render
+from rank_sweep.report.table import (
+    RANDOM_INIT_BANNER,
+    add_deltas,
+    csv_table,
+    display_table,
+    order_rows,
+    protocol_stamp,
+    random_init,
+    report_warnings,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReportPaths:
+    out_dir: Path
+    csv: Path
+    markdown: Path
+    html: Path
+    plots: dict[str, Path] = field(default_factory=dict)  # name -> PNG
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -> ReportPaths:
+    """Write the report of the runs in `df` (as `load_runs` returns, possibly sliced).
+
+    Rows are re-ordered and deltas recomputed, so a slice (one seed, some ranks) gets a
+    report of its own. Warnings are logged and written into both documents.
+    """
+    if df.empty:
+        raise ValueError("no runs to report: the table is empty (check --experiment / --sweep)")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    df = add_deltas(order_rows(df))
+    warnings = report_warnings(df)
+    for w in warnings:
+        log.warning("%s", w)
+
+    figures = {
+        "fvd_vs_rank": ("FVD vs LoRA rank", lambda: plots.fig_metric_vs_rank(df, "fvd")),
+        "kid_vs_rank": ("KID vs LoRA rank", lambda: plots.fig_metric_vs_rank(df, "kid")),
+        "fvd_vs_params": ("FVD vs trainable parameters", lambda: plots.fig_fvd_vs_params(df)),
+        "fvd_over_steps": ("FVD over training steps", lambda: plots.fig_fvd_over_steps(df)),
+    }
+    pngs: dict[str, Path] = {}
+    captions: dict[str, Path] = {}
+    for name, (caption, make) in figures.items():
+        pngs[name] = plots.save_png(make(), out_dir / f"{name}.png")
+        captions[caption] = pngs[name]
+
+    csv = out_dir / "results.csv"
+    csv_table(df).to_csv(csv, index=False)
+
+    sweep = df.attrs.get("sweep_id")
+    headers, rows = display_table(df)
+    subtitle = (
+        f"sweep {sweep or '(runs without a parent)'} · {len(df)} runs · "
+        f"experiment {df.attrs.get('experiment', '?')} · store {df.attrs.get('tracking_uri', '?')}"
+    )
+    content = render.ReportContent(
+        title=title or f"LoRA rank sweep {sweep or ''}".strip(),
+        subtitle=subtitle,
+        banner=RANDOM_INIT_BANNER if random_init(df) else None,
+        warnings=warnings,
+        headers=headers,
+        rows=rows,
+        stamp=protocol_stamp(df),
+        plots=captions,
+    )
+    md = out_dir / "report.md"
+    md.write_text(render.markdown(content), encoding="utf-8")
+    page = out_dir / "report.html"
+    page.write_text(render.html_page(content), encoding="utf-8")
+    log.info("report written to %s", out_dir)
+    return ReportPaths(out_dir, csv, md, page, pngs, warnings)

@@ -1,0 +1,170 @@
+"""The report's figures, drawn with matplotlib's object API on the Agg canvas.
+
+Figures are built without pyplot so that a library call never touches the global
+backend (the notebook keeps its inline one); `save_png` renders through Agg.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from rank_sweep.report.table import baseline_rows, datasets, pareto_mask
+
+METRIC_LABEL = {"fvd": "FVD (lower is better)", "kid": "KID (lower is better)"}
+
+
+def _axes(n: int, title: str) -> tuple[Figure, list]:
+    n = max(n, 1)
+    fig = Figure(figsize=(5.2 * n, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    fig.suptitle(title)
+    return fig, list(axes)
+
+
+def _empty_if_no_datasets(axes: list, names: list[str]) -> None:
+    if not names:
+        _no_data(axes[0], "FVD/KID metrics in any run")
+
+
+def _no_data(ax, what: str) -> None:
+    ax.text(0.5, 0.5, f"no {what}", ha="center", va="center", transform=ax.transAxes)
+
+
+def _yerr(v: pd.Series, lo: pd.Series, hi: pd.Series) -> np.ndarray:
+    # CIs absent (pruned runs, no bootstrap) give NaN bars, which matplotlib leaves out.
+    return np.vstack([(v - lo).clip(lower=0), (hi - v).clip(lower=0)]).astype(float)
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df else pd.Series(np.nan, index=df.index)
+
+
+def _rank_colors(df: pd.DataFrame) -> dict[int, tuple]:
+    ranks = sorted(int(r) for r in df["rank"].dropna().unique())
+    cmap = colormaps["viridis"]
+    return {r: cmap(i / max(len(ranks) - 1, 1) * 0.9) for i, r in enumerate(ranks)}
+
+
+def fig_metric_vs_rank(df: pd.DataFrame, metric: str = "fvd") -> Figure:
+    """`metric` per dataset against LoRA rank (log2), 95% CI bars, full baseline as a band."""
+    names = datasets(df)
+    fig, axes = _axes(len(names), f"{metric.upper()} vs LoRA rank")
+    _empty_if_no_datasets(axes, names)
+    full = baseline_rows(df)
+    for ax, ds in zip(axes, names):
+        col = f"{metric}/{ds}"
+        lora = df[(df["method"] == "lora") & df["rank"].notna() & _col(df, col).notna()]
+        for seed, grp in lora.groupby(lora["seed"].astype("float").fillna(-1), sort=True):
+            grp = grp.sort_values("rank")
+            label = "LoRA" if seed < 0 or lora["seed"].nunique() < 2 else f"LoRA seed {int(seed)}"
+            x = grp["rank"].astype(float)
+            v = grp[col]
+            yerr = _yerr(v, _col(grp, f"{metric}_ci_lo/{ds}"), _col(grp, f"{metric}_ci_hi/{ds}"))
+            ax.errorbar(x, v, yerr=yerr, fmt="o-", capsize=4, label=label)
+            pruned = grp["status"] == "pruned"
+            if pruned.any():
+                ax.plot(x[pruned], v[pruned], "x", color="crimson", ms=11, mew=2, label="pruned")
+        have = full[_col(full, col).notna()]
+        if not have.empty:
+            b = have.iloc[0]
+            ax.axhline(b[col], color="k", ls="--", label="full fine-tune")
+            lo, hi = b.get(f"{metric}_ci_lo/{ds}", np.nan), b.get(f"{metric}_ci_hi/{ds}", np.nan)
+            if not (pd.isna(lo) or pd.isna(hi)):
+                ax.axhspan(lo, hi, color="k", alpha=0.12, label="full 95% CI")
+        if lora.empty:
+            _no_data(ax, "LoRA runs with " + col)
+        else:
+            ranks = sorted(lora["rank"].astype(int).unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ranks, [str(r) for r in ranks])
+        ax.set(title=ds, xlabel="LoRA rank (log2)", ylabel=METRIC_LABEL.get(metric, metric))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return fig
+
+
+def fig_fvd_vs_params(df: pd.DataFrame) -> Figure:
+    """FVD against trainable parameters (log), Pareto front (fewer params, lower FVD) marked."""
+    names = datasets(df)
+    fig, axes = _axes(len(names), "FVD vs trainable parameters")
+    _empty_if_no_datasets(axes, names)
+    colors = _rank_colors(df)
+    for ax, ds in zip(axes, names):
+        col = f"fvd/{ds}"
+        pts = df[_col(df, col).notna() & df["trainable_params"].notna()]
+        if pts.empty:
+            _no_data(ax, col)
+        for _, r in pts.iterrows():
+            is_full = r["method"] == "full"
+            color = "k" if is_full or pd.isna(r["rank"]) else colors[int(r["rank"])]
+            label = "full" if is_full else f"r={int(r['rank'])}" if not pd.isna(r["rank"]) else "?"
+            marker = "x" if r["status"] == "pruned" else "s" if is_full else "o"
+            ax.plot(r["trainable_params"], r[col], marker, color=color, ms=8, mew=2)
+            ax.annotate(label, (r["trainable_params"], r[col]), textcoords="offset points",
+                        xytext=(5, 5), fontsize=8)  # fmt: skip
+        # Only finished runs compete: a pruned run's FVD is from an earlier step.
+        done = pts[pts["status"] == "completed"]
+        mask = pareto_mask(done["trainable_params"].to_numpy(), done[col].to_numpy())
+        front = done[mask].sort_values("trainable_params")
+        if not front.empty:
+            ax.plot(front["trainable_params"], front[col], "-", color="crimson", drawstyle="steps-post",
+                    label="Pareto front (completed runs)")  # fmt: skip
+            ax.plot(front["trainable_params"], front[col], "o", ms=14, mfc="none", mec="crimson")
+            ax.legend(fontsize=8)
+        ax.set_xscale("log")
+        ax.set(title=ds, xlabel="trainable parameters (log)", ylabel=METRIC_LABEL["fvd"])
+        ax.grid(alpha=0.3, which="both")
+    return fig
+
+
+def fig_fvd_over_steps(df: pd.DataFrame) -> Figure:
+    """FVD at each eval step, one line per run; pruned runs end in a red cross."""
+    names = datasets(df)
+    fig, axes = _axes(len(names), "FVD over training steps")
+    _empty_if_no_datasets(axes, names)
+    colors = _rank_colors(df)
+    for ax, ds in zip(axes, names):
+        drawn = 0
+        for _, r in df.iterrows():
+            hist = (
+                (r.get("fvd_history") or {}).get(ds)
+                if isinstance(r.get("fvd_history"), dict)
+                else None
+            )
+            if not hist:
+                continue
+            steps, vals = zip(*hist)
+            is_full = r["method"] == "full"
+            color = "k" if is_full or pd.isna(r["rank"]) else colors[int(r["rank"])]
+            label = "full" if is_full else f"r={int(r['rank'])}" if not pd.isna(r["rank"]) else "?"
+            if not pd.isna(r["seed"]) and df["seed"].nunique() > 1:
+                label += f" s{int(r['seed'])}"
+            ax.plot(steps, vals, "--" if is_full else "-o", color=color, ms=3, label=label)
+            drawn += 1
+            if r["status"] == "pruned":
+                at = int(r["pruned_step"]) if not pd.isna(r["pruned_step"]) else steps[-1]
+                y = vals[steps.index(at)] if at in steps else vals[-1]
+                ax.plot([at], [y], "x", color="crimson", ms=12, mew=2)
+                ax.annotate(f"pruned @ {at}", (at, y), textcoords="offset points", xytext=(4, -12),
+                            fontsize=8, color="crimson")  # fmt: skip
+        if drawn == 0:
+            _no_data(ax, f"fvd/{ds} history")
+        else:
+            ax.legend(fontsize=8, ncol=2)
+        ax.set(title=ds, xlabel="training step", ylabel=METRIC_LABEL["fvd"])
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=110)
+    return path

@@ -1,0 +1,326 @@
+"""The results table: derived columns, baseline deltas, and what the report must warn about.
+
+Pure functions of a DataFrame (one row per run, as `load.load_runs` returns), so the
+notebook can slice the table and rebuild any of it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+# Every stamped protocol field must agree across runs (detector name/sha/pretrained, clip
+# counts, frames, resolution, split, sampling steps, KID subset size), except these: the
+# eval seed may follow train.seed, the dataset is the key itself, a file path is per machine.
+# Matching by the field's last dotted part keeps both stamp layouts working
+# (`detector_sha256` and `detector.video.sha256`, `n_real` and `eval.n_real`).
+IGNORED_FIELDS = ("seed", "dataset", "file")
+
+
+def compared_field(field: str) -> bool:
+    return field.rsplit(".", 1)[-1] not in IGNORED_FIELDS
+
+
+RANDOM_INIT_BANNER = (
+    "RANDOM-INIT DETECTOR: numbers only compare these runs with each other "
+    "(not with published FVD/KID)"
+)
+
+
+def datasets(df: pd.DataFrame) -> list[str]:
+    """Datasets with an FVD or KID column, sorted."""
+    names = {c.split("/", 1)[1] for c in df.columns if c.startswith(("fvd/", "kid/"))}
+    return sorted(names)
+
+
+def protocol_datasets(df: pd.DataFrame) -> list[str]:
+    return sorted({c.split(".")[1] for c in df.columns if c.startswith("protocol.")})
+
+
+def compute_hours(step_time_s: float, steps_done: float, nproc: float) -> float:
+    """Device-hours of a run: every process holds one device for every step."""
+    return step_time_s * steps_done * nproc / 3600.0
+
+
+def pareto_mask(cost: np.ndarray, loss: np.ndarray) -> np.ndarray:
+    """True where no other point has cost <= and loss <= with one strictly less (NaNs never)."""
+    cost, loss = np.asarray(cost, float), np.asarray(loss, float)
+    ok = ~(np.isnan(cost) | np.isnan(loss))
+    mask = np.zeros(len(cost), bool)
+    for i in np.flatnonzero(ok):
+        dominated = (
+            ok & (cost <= cost[i]) & (loss <= loss[i]) & ((cost < cost[i]) | (loss < loss[i]))
+        )
+        mask[i] = not dominated.any()
+    return mask
+
+
+def derive_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """Add % of full, weights MB, device-hours and the vs-full deltas; order the rows."""
+    df = df.copy()
+    if df.empty:
+        return df
+    df["rank"] = df["rank"].astype("Int64")
+    df["seed"] = df["seed"].astype("Int64")
+    df["pruned_step"] = df["pruned_step"].astype("Int64")
+    df["trainable_pct"] = 100.0 * df["trainable_params"] / df["total_params"]
+    df["adapter_mb"] = df["adapter_bytes"] / 2**20
+    df["compute_hours"] = [
+        compute_hours(t, s, n) for t, s, n in zip(df["step_time_s"], df["steps_done"], df["nproc"])
+    ]
+    df["compute_unit"] = [
+        "GPU" if str(d).startswith("cuda") else "CPU" for d in df["device"].fillna("")
+    ]
+    return add_deltas(order_rows(df))
+
+
+def order_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Full baseline first, then LoRA by rank, then by seed."""
+    key = pd.DataFrame(
+        {
+            "m": (df["method"] != "full").astype(int),
+            "r": df["rank"].astype("float").fillna(-1),
+            "s": df["seed"].astype("float").fillna(-1),
+        }
+    )
+    return df.loc[key.sort_values(["m", "r", "s"], kind="stable").index].reset_index(drop=True)
+
+
+def baseline_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Completed full fine-tunes (those in the sweep first)."""
+    full = df[(df["method"] == "full") & (df["status"] == "completed")]
+    return full.sort_values("in_sweep", ascending=False, kind="stable")
+
+
+def _baseline_for(full: pd.DataFrame, seed) -> pd.Series | None:
+    # Same seed when there is one, so seed noise does not masquerade as a rank effect.
+    if full.empty:
+        return None
+    same = full[full["seed"] == seed] if not pd.isna(seed) else full.iloc[0:0]
+    return (same if not same.empty else full).iloc[0]
+
+
+def add_deltas(df: pd.DataFrame) -> pd.DataFrame:
+    """`delta_fvd/<ds>`, `delta_kid/<ds>`: run minus its full baseline (NaN without one)."""
+    df = df.copy()
+    full = baseline_rows(df)
+    for ds in datasets(df):
+        for m in ("fvd", "kid"):
+            col = f"{m}/{ds}"
+            if col not in df:
+                continue
+            out = []
+            have = full[full[col].notna()]  # a baseline on another dataset does not count
+            for _, row in df.iterrows():
+                base = _baseline_for(have, row["seed"])
+                out.append(np.nan if base is None else row[col] - base[col])
+            df[f"delta_{m}/{ds}"] = out
+    return df
+
+
+def check_protocols(df: pd.DataFrame) -> list[str]:
+    """One warning per protocol field that differs across runs, and per run whose FVD/KID
+    has no protocol stamp. Empty list: every number was measured the same way."""
+    warnings: list[str] = []
+    for ds in sorted(set(datasets(df)) | set(protocol_datasets(df))):
+        metric_cols = [c for c in (f"fvd/{ds}", f"kid/{ds}") if c in df]
+        none = pd.Series(False, index=df.index)
+        has_metric = df[metric_cols].notna().any(axis=1) if metric_cols else none
+        stamp_cols = sorted(c for c in df.columns if c.startswith(f"protocol.{ds}."))
+        stamped = df[stamp_cols].notna().any(axis=1) if stamp_cols else none
+        for _, row in df[has_metric & ~stamped].iterrows():
+            warnings.append(f"{run_label(row)}: {ds} metrics have no protocol stamp")
+        for col in stamp_cols:
+            field = col.split(".", 2)[2]
+            if not compared_field(field):
+                continue
+            values = df.loc[stamped, col].fillna("<missing>").astype(str)
+            if values.nunique() > 1:
+                groups = "; ".join(
+                    f"{v} ({', '.join(run_label(df.loc[i]) for i in idx)})"
+                    for v, idx in values.groupby(values).groups.items()
+                )
+                warnings.append(f"mixed protocol on {ds}: {field} differs: {groups}")
+    return warnings
+
+
+def random_init(df: pd.DataFrame) -> bool:
+    """True when any run's metrics came from a random-init detector."""
+    cols = [c for c in df.columns if c.startswith("protocol.") and c.endswith("pretrained")]
+    return any(str(v).strip().lower() == "false" for c in cols for v in df[c].dropna())
+
+
+def run_label(row: pd.Series) -> str:
+    if row["method"] == "full":
+        name = "full"
+    elif pd.isna(row["rank"]):
+        name = f"{row['method']} (rank ?)"
+    else:
+        name = f"lora r={int(row['rank'])}"
+    return f"{name} [{row['run_name'] or row['run_id'][:8]}]"
+
+
+def _missing_final(row: pd.Series, names: list[str]) -> list[str]:
+    # A run owes final metrics on its own data (data.name) and on whatever it evaluated;
+    # a sweep over data=ucf101,kinetics400 has runs that never see the other dataset.
+    own = {ds for ds in names if any(pd.notna(row.get(f"{m}/{ds}")) for m in ("fvd", "kid"))}
+    if row.get("data_name") in names:
+        own.add(row["data_name"])
+    need = [
+        f"{m}/{ds}" for ds in sorted(own or names) for m in ("fvd", "kid", "fvd_ci_lo", "fvd_ci_hi")
+    ]
+    return [c for c in need if c not in row.index or pd.isna(row[c])]
+
+
+def report_warnings(df: pd.DataFrame) -> list[str]:
+    """Everything the reader must know before trusting a comparison, one line each."""
+    if df.empty:
+        return ["no runs found: nothing to compare"]
+    out: list[str] = []
+    names = datasets(df)
+    full = baseline_rows(df)
+    if full.empty:
+        out.append(
+            "no baseline: no completed full fine-tune run, so deltas vs full are not available "
+            "(run `make baseline-full` with the same data and eval settings)"
+        )
+    for _, row in full[~full["in_sweep"]].iterrows():
+        out.append(
+            f"baseline borrowed from outside the sweep: {run_label(row)} "
+            f"(sweep {row['sweep_id'] or 'none'}); check the protocol stamp below"
+        )
+    for _, row in df.iterrows():
+        status = row["status"]
+        if status == "failed":
+            err = f": {row['error']}" if row["error"] else ""
+            out.append(f"missing run: {run_label(row)} failed{err}")
+        elif status not in ("completed", "pruned"):
+            out.append(
+                f"missing run: {run_label(row)} has no final status (still running or killed)"
+            )
+        elif status == "completed" and (miss := _missing_final(row, names)):
+            out.append(f"missing final metrics: {run_label(row)} lacks {', '.join(miss)}")
+    dup = df[df["status"] != "failed"].groupby(
+        [
+            df["method"],
+            df["rank"].astype("float").fillna(-1),
+            df["seed"].astype("float").fillna(-1),
+            df["data_name"].fillna(""),
+        ]
+    )
+    for _, group in dup:
+        if len(group) > 1:
+            out.append(
+                f"several runs for the same setting, all shown: "
+                f"{', '.join(run_label(r) for _, r in group.iterrows())}"
+            )
+    return out + check_protocols(df)
+
+
+def protocol_stamp(df: pd.DataFrame) -> dict[str, dict[str, str]]:
+    """dataset -> field -> value (distinct values joined by ' | ' when runs disagree)."""
+    stamp: dict[str, dict[str, str]] = {}
+    for ds in protocol_datasets(df):
+        fields = sorted(c.split(".", 2)[2] for c in df.columns if c.startswith(f"protocol.{ds}."))
+        stamp[ds] = {
+            f: " | ".join(sorted(df[f"protocol.{ds}.{f}"].dropna().astype(str).unique()))
+            for f in fields
+        }
+    return stamp
+
+
+def _fmt(x, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+        return "–"
+    return format(x, spec)
+
+
+def _with_ci(v, lo, hi) -> str:
+    if pd.isna(v):
+        return "–"
+    if pd.isna(lo) or pd.isna(hi):
+        return _fmt(v)
+    return f"{_fmt(v)} [{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _signed(x, is_base: bool = False) -> str:
+    if is_base:
+        return "(baseline)"
+    return "–" if pd.isna(x) else f"{x:+.3g}"
+
+
+def _dataset_cells(r: pd.Series, ds: str, is_base: bool) -> list[str]:
+    def g(k: str):
+        return r.get(f"{k}/{ds}", np.nan)
+
+    return [
+        _with_ci(g("fvd"), g("fvd_ci_lo"), g("fvd_ci_hi")),
+        _signed(g("delta_fvd"), is_base),
+        _with_ci(g("kid"), g("kid_ci_lo"), g("kid_ci_hi")),
+        _signed(g("delta_kid"), is_base),
+        _fmt(g("best_fvd")),
+    ]
+
+
+def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and string cells of the human table (markdown and HTML share it)."""
+    names = datasets(df)
+    multi_seed = df["seed"].dropna().nunique() > 1
+    headers = ["method", "rank"] + (["seed"] if multi_seed else [])
+    headers += ["alpha (mode)", "trainable (% full)", "weights MB", "steps", "status"]
+    for ds in names:
+        headers += [f"FVD {ds} [95% CI]", f"ΔFVD {ds}", f"KID {ds} [95% CI]", f"ΔKID {ds}"]
+        headers += [f"best FVD {ds}"]
+    headers += ["step s", "peak MB", "device-h"]
+    full = baseline_rows(df)
+    base_ids = set(full["run_id"])
+    rows = []
+    for _, r in df.iterrows():
+        is_base = r["run_id"] in base_ids
+        cells = [str(r["method"]) + ("" if r["in_sweep"] else " (borrowed)")]
+        cells.append("–" if pd.isna(r["rank"]) else str(int(r["rank"])))
+        if multi_seed:
+            cells.append("–" if pd.isna(r["seed"]) else str(int(r["seed"])))
+        alpha = "–" if pd.isna(r["alpha"]) else f"{r['alpha']:g} ({r['alpha_mode']})"
+        cells += [alpha, f"{_fmt(r['trainable_params'], ',.0f')} ({_fmt(r['trainable_pct'])}%)"]
+        cells += [_fmt(r["adapter_mb"]), _fmt(r["steps_done"], ".0f")]
+        status = str(r["status"])
+        if status == "pruned" and not pd.isna(r["pruned_step"]):
+            status += f" @ {int(r['pruned_step'])}"
+        cells.append(status)
+        for ds in names:
+            cells += _dataset_cells(r, ds, is_base)
+        hours = f"{_fmt(r['compute_hours'])} {r['compute_unit']}"
+        cells += [_fmt(r["step_time_s"]), _fmt(r["peak_mem_mb"], ".0f"), hours]
+        rows.append(cells)
+    return headers, rows
+
+
+def long_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    """Tidy view for slicing: one row per (run, dataset, metric) with value and 95% CI."""
+    keys = ["run_id", "run_name", "method", "rank", "seed", "status", "trainable_params"]
+    rows = []
+    for _, r in df.iterrows():
+        for ds in datasets(df):
+            for m in ("fvd", "kid"):
+                v = r.get(f"{m}/{ds}", np.nan)
+                if pd.isna(v):
+                    continue
+                lo, hi = r.get(f"{m}_ci_lo/{ds}", np.nan), r.get(f"{m}_ci_hi/{ds}", np.nan)
+                label = "full" if r["method"] == "full" else f"r={r['rank']}"
+                rows.append({**{k: r[k] for k in keys}, "setting": label, "dataset": ds, "metric": m,
+                             "value": v, "ci_lo": lo, "ci_hi": hi})  # fmt: skip
+    out = pd.DataFrame(
+        rows, columns=[*keys, "setting", "dataset", "metric", "value", "ci_lo", "ci_hi"]
+    )
+    return out.astype({"rank": "Int64", "seed": "Int64"})
+
+
+CSV_DROP = ("fvd_history",)
+
+
+def csv_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The machine table written to results.csv (everything but the per-step curves)."""
+    return df.drop(columns=[c for c in CSV_DROP if c in df.columns])
