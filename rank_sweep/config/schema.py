@@ -51,7 +51,7 @@ class LoraConfig:
 @dataclass
 class SynthConfig:
     classes: int = 4  # distinct motion/appearance classes written
-    videos_per_class: int = 6  # more videos: better FVD statistics, slower first run
+    videos_per_class: int = 10  # more videos: better FVD statistics, slower first run
     frames: int = 24  # frames per written video (must cover the sampled clip)
     height: int = 48
     width: int = 64
@@ -133,7 +133,8 @@ class EvalConfig:
     bootstrap: int = 200  # bootstrap resamples for 95% CIs at the final eval (0 disables)
     log_videos: int = 2  # sample mp4s logged per eval
     batch_size: int = 1  # clips per sampling batch
-    detector_size: int = 224  # frames resized to this before I3D/Inception (protocol: 224)
+    detector_size: int = 224  # frames resized to this before I3D (protocol: 224)
+    inception_size: int = 299  # frames resized to this before Inception (FID protocol: 299; >= 75)
 
 
 @dataclass

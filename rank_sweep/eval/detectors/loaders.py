@@ -1,0 +1,297 @@
+"""Load the video (I3D) and frame (FID Inception) detectors from published weight files.
+
+Accepted files: the TorchScript archives (`i3d_torchscript.pt`, `inception-2015-12-05.pt`)
+or state dicts in pytorch-i3d / pytorch-fid key layout. With no path, a seeded random-init
+detector of the real architecture is scripted once with torch.jit.script (scripting, unlike
+tracing, keeps the rescale/resize flags and any input size working) and saved as TorchScript
+under `cache_dir()/detectors/`, then loaded through the same TorchScript path, so the
+embedded default exercises the code that the published files take.
+
+Frame detector output: per-frame pool features shaped [B, T, 2048]. FID/KID for videos are
+image metrics over frames (StyleGAN-V's fid on videos, the FID/KID columns of video papers),
+so KID runs on frames; keeping the clip axis lets bootstrap CIs resample whole clips, since
+frames of one clip are not independent samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from rank_sweep.eval.detectors import i3d, inception
+from rank_sweep.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+VIDEO_PROBE_FRAMES = 16  # the protocol's clip length; I3D needs >= 8 frames for its pools
+
+
+class DetectorError(ValueError):
+    """A detector weight file that is missing, of an unknown format, or of the wrong shapes."""
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _auto_device(device: Union[str, torch.device, None]) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class Detector:
+    """A loaded detector. `features` takes uint8 videos [B, T, H, W, 3] (numpy or torch) and
+    returns float64 [B, D] (video) or [B, T, D] per-frame features (frame; see module doc)."""
+
+    name: str  # i3d | inception
+    kind: str  # video | frame
+    sha256: str  # of the weight file
+    pretrained: bool
+    feature_dim: int
+    path: Path
+    size: int  # input resolution the frames are resized to
+    module: Any = field(repr=False)  # ScriptModule or nn.Module with the published signature
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"), repr=False)
+    chunk: int = 64  # frames per Inception forward (bounds activation memory)
+
+    def features(self, videos: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+        # No JIT graph optimization: it only re-profiles a conv net for several slow first
+        # calls and fuses nothing that matters here.
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            return self._features(videos)
+
+    def _features(self, videos: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
+        x = torch.as_tensor(np.asarray(videos) if not torch.is_tensor(videos) else videos)
+        if x.ndim != 5 or x.shape[-1] != 3 or x.dtype != torch.uint8:
+            raise ValueError(
+                f"{self.name}: videos must be uint8 [B, T, H, W, 3], got {x.dtype} {tuple(x.shape)}"
+            )
+        x = x.to(self.device)
+        if self.kind == "video":
+            out = self.module(
+                x.permute(0, 4, 1, 2, 3).contiguous(),
+                rescale=True,
+                resize=True,
+                return_features=True,
+            )
+            return out.double().cpu().numpy()
+        b, t = x.shape[:2]
+        frames = x.reshape(b * t, *x.shape[2:]).permute(0, 3, 1, 2).contiguous()
+        parts = [
+            self.module(frames[i : i + self.chunk], return_features=True).double().cpu()
+            for i in range(0, len(frames), self.chunk)
+        ]
+        return torch.cat(parts).reshape(b, t, -1).numpy()
+
+
+# -- random-init files ------------------------------------------------------------------------
+def _init_weights(net: nn.Module) -> None:
+    # He-normal convs with identity BN keep activations O(1) through ~50 random layers, so
+    # random features are informative (PyTorch's default init shrinks them layer by layer).
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=m.in_features**-0.5)
+            nn.init.zeros_(m.bias)
+
+
+def build_random(name: str, size: int, seed: int = 0) -> nn.Module:
+    """The wrapper module (published call signature) with seeded random weights, eval mode."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if name == "i3d":
+            net: nn.Module = i3d.InceptionI3d()
+            _init_weights(net)
+            return i3d.I3DDetector(net, size=size, random_init=True).eval()
+        net = inception.FIDInceptionV3()
+        _init_weights(net)
+        return inception.InceptionDetector(net, size=size, random_init=True).eval()
+
+
+def save_torchscript(module: nn.Module, path: Path) -> None:
+    """torch.jit.script + save, atomically (tmp file in the same dir, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.jit.save(torch.jit.script(module.eval()), str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def random_detector_path(name: str, size: int, seed: int = 0) -> Path:
+    """Cached random-init TorchScript file; written once (size and seed in the name)."""
+    path = cache_dir() / "detectors" / f"{name}_random_seed{seed}_s{size}.pt"
+    if not path.exists():
+        log.info("writing random-init %s detector (size %d) to %s", name, size, path)
+        save_torchscript(build_random(name, size, seed), path)
+    return path
+
+
+# -- loading ---------------------------------------------------------------------------------
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def _load_state_dict(path: Path, what: str) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for non-torch files; re-raised below
+        raise DetectorError(
+            f"{what} weights {path} are neither a TorchScript archive nor a torch state dict "
+            f"({type(exc).__name__})"
+        ) from exc
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(torch.is_tensor(v) for v in obj.values()):
+        raise DetectorError(
+            f"{what} weights {path}: expected a state dict of tensors, got {type(obj).__name__}"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _load_strict(net: nn.Module, sd: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    own = net.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    wrong = [
+        f"{k} {tuple(sd[k].shape)} (expected {tuple(v.shape)})"
+        for k, v in own.items()
+        if k in sd and sd[k].shape != v.shape
+    ]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[0]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[0]})")
+        if wrong:
+            parts.append(f"{len(wrong)} wrong shapes (e.g. {wrong[0]})")
+        raise DetectorError(
+            f"{what} state dict {path} does not match the {what} layout: {'; '.join(parts)}"
+        )
+    net.load_state_dict(sd, strict=True)
+
+
+def _probe(module: Any, kind: str, size: int, device: torch.device, path: Path, what: str) -> int:
+    """Call the module once as the protocol does; return its feature dim or raise."""
+    side = min(size, 64)  # the wrapper resizes internally; a small probe input is enough
+    try:
+        with torch.no_grad(), torch.jit.optimized_execution(False):
+            if kind == "video":
+                x = torch.zeros(
+                    1, 3, VIDEO_PROBE_FRAMES, side, side, dtype=torch.uint8, device=device
+                )
+                out = module(x, rescale=True, resize=True, return_features=True)
+            else:
+                x = torch.zeros(2, 3, side, side, dtype=torch.uint8, device=device)
+                out = module(x, return_features=True)
+    except Exception as exc:  # any failure of a foreign TorchScript call; re-raised below
+        first = str(exc).strip().splitlines()[-1][:160] if str(exc).strip() else ""
+        raise DetectorError(
+            f"{what} file {path} cannot be called with the published signature: "
+            f"{type(exc).__name__}: {first}"
+        ) from exc
+    if not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != x.shape[0]:
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise DetectorError(f"{what} file {path} returned {shape}, expected [batch, features]")
+    return int(out.shape[1])
+
+
+def _load(
+    name: str,
+    kind: str,
+    path: Optional[str],
+    size: int,
+    device: Union[str, torch.device, None],
+    expected_dim: int,
+) -> Detector:
+    what = {"i3d": "I3D", "inception": "Inception"}[name]
+    dev = _auto_device(device)
+    if path is None:
+        file = random_detector_path(name, size)
+    else:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise DetectorError(f"{what} weights not found: {file}")
+    if _is_torchscript(file):
+        try:
+            module = torch.jit.load(str(file), map_location=dev).eval()
+        except RuntimeError as exc:
+            raise DetectorError(
+                f"{what} TorchScript {file} cannot be loaded: {str(exc).splitlines()[0][:160]}"
+            ) from exc
+        random_init = bool(getattr(module, "random_init", False))
+        size_used = int(getattr(module, "size", size))
+    else:
+        net: nn.Module = i3d.InceptionI3d() if name == "i3d" else inception.FIDInceptionV3()
+        _load_strict(net, _load_state_dict(file, what), file, what)
+        wrapper = i3d.I3DDetector if name == "i3d" else inception.InceptionDetector
+        module = wrapper(net, size=size).to(dev).eval()
+        random_init, size_used = False, size
+    dim = _probe(module, kind, size_used, dev, file, what)
+    if dim != expected_dim:
+        raise DetectorError(f"{what} file {file} gives {dim}-d outputs, expected {expected_dim}")
+    det = Detector(
+        name=name,
+        kind=kind,
+        sha256=file_sha256(file),
+        pretrained=not random_init,
+        feature_dim=dim,
+        path=file,
+        size=size_used,
+        module=module,
+        device=dev,
+    )
+    if random_init:
+        log.warning(
+            "%s detector is random-init (%s): metrics only compare runs with each other",
+            what,
+            file.name,
+        )
+    return det
+
+
+def load_video_detector(
+    path: Optional[str], *, size: int = 224, device: Union[str, torch.device, None] = None
+) -> Detector:
+    """I3D (Kinetics-400 logits averaged over time, 400-d). path None = cached random init."""
+    return _load("i3d", "video", path, int(size), device, i3d.NUM_CLASSES)
+
+
+def load_frame_detector(
+    path: Optional[str], *, size: int = 299, device: Union[str, torch.device, None] = None
+) -> Detector:
+    """FID InceptionV3 (2048-d pool features per frame). path None = cached random init.
+
+    Sizes below 75 (where InceptionV3 has no valid output) are raised to 75 and the size
+    used is what the Detector (and so the stamp) carries.
+    """
+    size = int(size)
+    if size < inception.MIN_SIZE:
+        log.warning(
+            "Inception input size %d < %d: using %d", size, inception.MIN_SIZE, inception.MIN_SIZE
+        )
+        size = inception.MIN_SIZE
+    return _load("inception", "frame", path, size, device, inception.FEATURE_DIM)
