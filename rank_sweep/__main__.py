@@ -48,6 +48,9 @@ def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
 
 def cli() -> None:
     overrides, multirun, info = _split_argv(sys.argv[1:])
+    if multirun:  # argparse wants -m before the overrides; accept it anywhere
+        rest = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
+        sys.argv[1:] = ["-m", *rest]
     if not info:
         try:
             preflight(overrides, multirun)
@@ -55,6 +58,11 @@ def cli() -> None:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
     main()
+    from rank_sweep.sweep.callbacks import FAILED_JOBS
+
+    if FAILED_JOBS:
+        print(f"error: {len(FAILED_JOBS)} job(s) of the sweep failed (see above)", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,9 @@ class TrainConfig:
     steps: int = 4000  # optimizer steps (each = micro_batch * grad_accum clips per rank)
     micro_batch: int = 1  # clips per forward; memory grows linearly
     grad_accum: int = 4  # micro-batches per optimizer step
+    lr_scale: float = (
+        1.0  # multiplies finetune.lr; the CPU recipe raises it so few steps move the tiny model
+    )
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05  # linear warm-up share of steps before cosine decay

@@ -51,6 +51,8 @@ def validate(cfg: DictConfig) -> None:
     if not cfg.finetune.lr > 0:
         raise _bad("finetune.lr", cfg.finetune.lr, "a number > 0")
     _choice(cfg, "model.dtype", ("float32", "bfloat16"))
+    if not cfg.train.lr_scale > 0:
+        raise _bad("train.lr_scale", cfg.train.lr_scale, "a number > 0")
 
     _choice(cfg, "data.layout", ("ucf101", "kinetics400", "folder"))
     frames = cfg.data.frames

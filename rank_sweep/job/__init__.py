@@ -1,0 +1,1 @@
+"""One Hydra job end to end: identity (fingerprint, dirs), reporting (MLflow + Optuna), the run."""

@@ -1,0 +1,218 @@
+"""Parallel backends: single process, FSDP2 (`fully_shard` per transformer block, then
+the root) and DeepSpeed ZeRO-2/3; process-group setup from torchrun/SLURM env vars, and
+`launch` that spawns the workers itself when a job is started as one plain process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("single", "fsdp", "deepspeed")
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    is_main: bool = True
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1 and tdist.is_available() and tdist.is_initialized()
+
+
+def _env_int(*names: str, default: int) -> int:
+    for n in names:
+        if os.environ.get(n):
+            return int(os.environ[n])
+    return default
+
+
+def _pick_device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def init_distributed(dist_cfg: Any) -> DistContext:
+    """Join the process group described by torchrun (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*) or
+    SLURM (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID; MASTER_ADDR/PORT must be exported by the
+    batch script). backend=single without such env vars gives a one-process context."""
+    backend = str(dist_cfg.backend)
+    if backend not in BACKENDS:
+        raise ValueError(
+            f"dist.backend={backend!r} is not supported; allowed: {', '.join(BACKENDS)}"
+        )
+    rank = _env_int("RANK", "SLURM_PROCID", default=0)
+    world = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
+    local = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
+    device = _pick_device(local)
+    if world <= 1:
+        return DistContext(0, 1, 0, device, True)
+    if not tdist.is_initialized():
+        comm = str(getattr(dist_cfg, "comm_backend", "auto"))
+        if comm == "auto":
+            comm = "nccl" if device.type == "cuda" else "gloo"
+        os.environ.setdefault("RANK", str(rank))
+        os.environ.setdefault("WORLD_SIZE", str(world))
+        os.environ.setdefault("LOCAL_RANK", str(local))
+        if "MASTER_ADDR" not in os.environ or "MASTER_PORT" not in os.environ:
+            raise RuntimeError(
+                f"rank {rank} of {world}: MASTER_ADDR and MASTER_PORT must be set to join the group"
+            )
+        tdist.init_process_group(
+            backend=comm,
+            rank=rank,
+            world_size=world,
+            device_id=device if device.type == "cuda" else None,
+        )
+    log.info("rank %d/%d on %s", rank, world, device)
+    return DistContext(rank, world, local, device, rank == 0)
+
+
+def bf16_supported(device: torch.device) -> bool:
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+class DeepSpeedModel(torch.nn.Module):
+    """A transformer that DeepSpeed will own. `deepspeed.initialize` needs the optimizer and
+    lr schedule, which the training loop builds (it knows lr and steps), so the loop calls
+    `initialize` and then drives `engine.backward` / `engine.step`."""
+
+    def __init__(self, module: torch.nn.Module, ds_config: dict):
+        super().__init__()
+        self.module = module
+        self.ds_config = ds_config
+        self.engine: Any = None
+
+    def initialize(self, optimizer: torch.optim.Optimizer, scheduler: Any) -> Any:
+        import deepspeed
+
+        # A torch optimizer avoids compiling DeepSpeed's fused Adam op (minutes, needs nvcc).
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=self.module,
+            optimizer=optimizer,
+            lr_scheduler=scheduler,
+            config=self.ds_config,
+        )
+        return self.engine
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return (self.engine or self.module)(*args, **kwargs)
+
+
+def deepspeed_config(dist_cfg: Any, train_cfg: Any, device: torch.device) -> dict:
+    stage = int(dist_cfg.zero_stage)
+    if stage not in (2, 3):
+        raise ValueError(f"dist.zero_stage={stage} is not supported for deepspeed; allowed: 2, 3")
+    use_bf16 = str(train_cfg.mixed_precision) == "bf16" or (
+        str(train_cfg.mixed_precision) == "auto" and bf16_supported(device)
+    )
+    cfg: dict = {
+        "train_micro_batch_size_per_gpu": int(train_cfg.micro_batch),
+        "gradient_accumulation_steps": int(train_cfg.grad_accum),
+        "zero_optimization": {"stage": stage},
+        "bf16": {"enabled": bool(use_bf16)},
+        "steps_per_print": 1 << 30,
+        "wall_clock_breakdown": False,
+    }
+    if float(train_cfg.max_grad_norm) > 0:
+        cfg["gradient_clipping"] = float(train_cfg.max_grad_norm)
+    return cfg
+
+
+def wrap_model(
+    transformer: torch.nn.Module, dist_cfg: Any, ctx: DistContext, train_cfg: Any
+) -> torch.nn.Module:
+    """Shard or hand over the (already adapted, on-device) transformer per `dist.backend`."""
+    backend = str(dist_cfg.backend)
+    if backend == "single" or (ctx.world_size <= 1 and backend == "fsdp"):
+        return transformer
+    if backend == "fsdp":
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        # bf16 compute only where the hardware has it; on CPU gloo runs fp32.
+        param_dtype = (
+            torch.bfloat16
+            if str(dist_cfg.mixed_precision) == "bf16" and bf16_supported(ctx.device)
+            else None
+        )
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        reshard = bool(dist_cfg.reshard_after_forward)
+        for block in transformer.blocks:
+            fully_shard(block, mp_policy=mp, reshard_after_forward=reshard)
+        fully_shard(transformer, mp_policy=mp, reshard_after_forward=reshard)
+        return transformer
+    if backend == "deepspeed":
+        return DeepSpeedModel(transformer, deepspeed_config(dist_cfg, train_cfg, ctx.device))
+    raise ValueError(f"dist.backend={backend!r} is not supported; allowed: {', '.join(BACKENDS)}")
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The diffusers transformer inside whatever wrapper `wrap_model` returned."""
+    return model.module if isinstance(model, DeepSpeedModel) else model
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+# ---- launching workers ----
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(local_rank: int, nproc: int, port: int, fn: Callable, args: tuple, queue: Any) -> None:
+    os.environ.update(
+        {
+            "RANK": str(local_rank),
+            "LOCAL_RANK": str(local_rank),
+            "WORLD_SIZE": str(nproc),
+            "LOCAL_WORLD_SIZE": str(nproc),
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+        }
+    )
+    try:
+        result = fn(*args)
+    finally:
+        if tdist.is_initialized():
+            tdist.destroy_process_group()
+    if local_rank == 0:
+        queue.put(result)
+
+
+def launch(fn: Callable, nproc: int, *args: Any) -> Any:
+    """Run `fn(*args)` in `nproc` local workers with torchrun-style env vars and return
+    rank 0's result. Under torchrun (RANK set), as one of several SLURM tasks
+    (SLURM_NTASKS > 1: the tasks are the workers) or with nproc 1 it just calls fn.
+
+    A worker that raises makes `torch.multiprocessing.spawn` terminate the others and
+    re-raise here (ProcessRaisedException naming the rank and carrying the traceback)."""
+    if nproc <= 1 or "RANK" in os.environ or _env_int("SLURM_NTASKS", default=1) > 1:
+        return fn(*args)
+    import torch.multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    queue = ctx.SimpleQueue()
+    mp.spawn(_worker, args=(nproc, free_port(), fn, args, queue), nprocs=nproc, join=True)
+    return queue.get() if not queue.empty() else None
