@@ -15,8 +15,8 @@ help: ## list the targets
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	@# torch first, from the local CPU wheel; the constraints file keeps it there for every later install
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -qq torch==2.13.0
+	$(BIN)/pip install -qq -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install torch (CPU) + the project with dev extras
@@ -55,7 +55,7 @@ ui: $(STAMP) ## MLflow UI bound to 127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 optuna-ui: $(STAMP) ## Optuna dashboard (local) on 127.0.0.1:8080
-	@test -x $(BIN)/optuna-dashboard || $(BIN)/pip install -q -c constraints.txt optuna-dashboard
+	@test -x $(BIN)/optuna-dashboard || $(BIN)/pip install -qq -c constraints.txt optuna-dashboard
 	$(BIN)/optuna-dashboard sqlite:///$(CURDIR)/optuna.db --host 127.0.0.1 --port 8080
 
 clean: ## remove caches, outputs and stores (keeps .venv)

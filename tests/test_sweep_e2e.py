@@ -212,3 +212,24 @@ def test_aggressive_asha_prunes_and_full_runs_once(stores) -> None:
     assert sorted(t.state.name for t in study.trials) == sorted(
         {"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in status.values()
     )
+
+
+def test_report_on_the_real_sweep_matches_mlflow(stores, tmp_path: Path) -> None:
+    from rank_sweep.report import build_report, load_runs
+
+    parent, children = runs_of(stores, "aggressive")
+    df = load_runs(stores["mlflow"], sweep_id=parent.data.tags["rank_sweep.sweep_id"])
+    assert len(df) == len(children) == 5
+    assert df.iloc[0]["method"] == "full"  # baseline on top
+    by_id = {r.info.run_id: r for r in children}
+    for _, row in df.iterrows():
+        run = by_id[row["run_id"]]
+        assert row["fvd/synthetic"] == pytest.approx(run.data.metrics["fvd/synthetic"])
+        assert row["kid/synthetic"] == pytest.approx(run.data.metrics["kid/synthetic"])
+        assert row["trainable_params"] == run.data.metrics["model/trainable_params"]
+        assert row["status"] == run.data.tags["rank_sweep.status"]
+    paths = build_report(df, tmp_path / "report")
+    assert paths.csv.exists() and paths.html.exists() and paths.markdown.exists()
+    assert "RANDOM-INIT" in paths.html.read_text().upper()
+    for png in paths.plots.values():
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

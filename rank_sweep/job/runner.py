@@ -52,8 +52,8 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
     params["device"] = str(pick_device(cfg, getattr(dist_ctx, "local_rank", 0)).type)
     params["job.fingerprint"] = fingerprint(cfg)
     reporter.open(params)
-    if reporter.reused is not None:
-        return JobOutcome("reused", reporter.reused_objective(), {})
+    if _agree(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all ranks follow
+        return JobOutcome("reused", reporter.reused_objective() if is_main else None, {})
     try:
         return _run(cfg, out_dir, sdir, reporter, dist_ctx)
     except BaseException as exc:  # reported, then re-raised: never swallowed

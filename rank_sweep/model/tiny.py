@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 TEXT_DIM = 32  # UMT5 d_model -> transformer text_dim
 CLIP_DIM = 32  # CLIP vision hidden size -> transformer image_dim
 CLIP_IMAGE_SIZE = 32
-HEADS, HEAD_DIM = 2, 16
+HEADS, HEAD_DIM = 4, 32  # dim 128: LoRA ranks 4..64 stay below the full parameter count
 
 TRANSFORMER_CONFIG: dict = dict(
     patch_size=(1, 2, 2),
@@ -29,7 +29,7 @@ TRANSFORMER_CONFIG: dict = dict(
     out_channels=16,
     text_dim=TEXT_DIM,
     freq_dim=32,
-    ffn_dim=64,
+    ffn_dim=512,
     num_layers=2,
     cross_attn_norm=True,
     qk_norm="rms_norm_across_heads",
