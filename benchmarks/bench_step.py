@@ -35,23 +35,11 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # keep the output readable; the bar 
 
 import torch
 
+from rank_sweep.model.tiny import i2v_transformer_config
+
 TEXT_LEN = 512
-WIDE = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=4,
-    attention_head_dim=64,
-    in_channels=36,
-    out_channels=16,
-    text_dim=64,
-    freq_dim=64,
-    ffn_dim=1024,
-    num_layers=2,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    image_dim=64,
-    added_kv_proj_dim=256,
-    rope_max_seq_len=64,
+WIDE = i2v_transformer_config(
+    heads=4, head_dim=64, ffn_dim=1024, text_dim=64, image_dim=64, freq_dim=64
 )
 RANKS = [4, 8, 16, 32, 64, 128]
 

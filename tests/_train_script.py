@@ -12,24 +12,10 @@ from pathlib import Path
 
 import torch
 
+from rank_sweep.model.tiny import i2v_transformer_config
+
 TEXT_LEN = 512  # Wan treats the last 512 context tokens as text: keep the real split
-TINY = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=2,
-    attention_head_dim=16,
-    in_channels=36,
-    out_channels=16,
-    text_dim=32,
-    freq_dim=32,
-    ffn_dim=64,
-    num_layers=2,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    image_dim=32,
-    added_kv_proj_dim=32,
-    rope_max_seq_len=64,
-)
+TINY = i2v_transformer_config(heads=2, head_dim=16, ffn_dim=64, text_dim=32, image_dim=32)
 
 
 def build_model(method: str = "lora", rank: int = 4, seed: int = 0) -> torch.nn.Module:

@@ -189,11 +189,17 @@ def test_killed_job_resumes_the_same_mlflow_run(stores, tmp_path: Path) -> None:
     assert sorted(steps) == sorted(set(steps)) and max(steps) == 6
 
 
-def test_aggressive_asha_prunes_and_full_runs_once(stores) -> None:
-    proc = cli(
+@pytest.fixture(scope="module")
+def aggressive(stores) -> subprocess.CompletedProcess:
+    """A sweep with an aggressive ASHA and the full baseline asked for four times."""
+    return cli(
         stores, "-m", "sweep_name=aggressive", "finetune=full,lora", "lora.rank=4,8,16,32",
         "eval.every=1", "prune.min_resource=1", "prune.reduction_factor=4",
     )  # fmt: skip
+
+
+def test_aggressive_asha_prunes_and_full_runs_once(stores, aggressive) -> None:
+    proc = aggressive
     parent, children = runs_of(stores, "aggressive")
     methods = sorted(r.data.tags["rank_sweep.method"] for r in children)
     assert methods == ["full", "lora", "lora", "lora", "lora"]  # full once, then reused
@@ -214,7 +220,7 @@ def test_aggressive_asha_prunes_and_full_runs_once(stores) -> None:
     )
 
 
-def test_report_on_the_real_sweep_matches_mlflow(stores, tmp_path: Path) -> None:
+def test_report_on_the_real_sweep_matches_mlflow(stores, aggressive, tmp_path: Path) -> None:
     from rank_sweep.report import build_report, load_runs
 
     parent, children = runs_of(stores, "aggressive")
@@ -233,3 +239,33 @@ def test_report_on_the_real_sweep_matches_mlflow(stores, tmp_path: Path) -> None
     assert "RANDOM-INIT" in paths.html.read_text().upper()
     for png in paths.plots.values():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_demo_sweep_holds_what_make_demo_promises(stores) -> None:
+    """`make demo` at test size: one parent, 5 ranks + full as children, each with fvd/kid
+    at >= 2 eval steps and a status tag, and Optuna trial states matching those tags."""
+    cli(stores, "-m", "+experiment=demo", "sweep_name=demo_check")
+    parent, children = runs_of(stores, "demo_check")
+    assert sorted(r.data.tags["rank_sweep.lora_rank"] or "full" for r in children) == sorted(
+        ["4", "8", "16", "32", "64", "full"]
+    )
+    client = MlflowClient(stores["mlflow"])
+    for run in children:
+        for key in ("fvd/synthetic", "kid/synthetic"):
+            assert len(client.get_metric_history(run.info.run_id, key)) >= 2, (
+                run.info.run_name,
+                key,
+            )
+        assert run.data.tags["rank_sweep.status"] in ("completed", "pruned")
+        assert run.data.tags["detector.pretrained"] == "false"
+    study = optuna.load_study(
+        study_name=parent.data.tags["rank_sweep.sweep_id"], storage=stores["optuna"]
+    )
+    by_rank = {t.params["lora_rank"]: t.state.name for t in study.trials}
+    for run in children:
+        rank = int(run.data.tags["rank_sweep.lora_rank"] or 0)
+        assert (
+            by_rank[rank]
+            == {"completed": "COMPLETE", "pruned": "PRUNED"}[run.data.tags["rank_sweep.status"]]
+        )
+    assert len(study.trials) == 6

@@ -21,22 +21,33 @@ CLIP_DIM = 32  # CLIP vision hidden size -> transformer image_dim
 CLIP_IMAGE_SIZE = 32
 HEADS, HEAD_DIM = 4, 32  # dim 128: LoRA ranks 4..64 stay below the full parameter count
 
-TRANSFORMER_CONFIG: dict = dict(
-    patch_size=(1, 2, 2),
-    num_attention_heads=HEADS,
-    attention_head_dim=HEAD_DIM,
-    in_channels=36,
-    out_channels=16,
-    text_dim=TEXT_DIM,
-    freq_dim=32,
-    ffn_dim=512,
-    num_layers=2,
-    cross_attn_norm=True,
-    qk_norm="rms_norm_across_heads",
-    eps=1e-6,
-    image_dim=CLIP_DIM,
-    added_kv_proj_dim=HEADS * HEAD_DIM,
-    rope_max_seq_len=64,
+
+def i2v_transformer_config(
+    *, heads: int, head_dim: int, ffn_dim: int, text_dim: int, image_dim: int,
+    layers: int = 2, freq_dim: int = 32,
+) -> dict:  # fmt: skip
+    """WanTransformer3DModel kwargs of the I2V architecture (36 in-channels, CLIP branch)."""
+    return dict(
+        patch_size=(1, 2, 2),
+        num_attention_heads=heads,
+        attention_head_dim=head_dim,
+        in_channels=36,  # noisy latent 16 + mask 4 + first-frame latent 16
+        out_channels=16,
+        text_dim=text_dim,
+        freq_dim=freq_dim,
+        ffn_dim=ffn_dim,
+        num_layers=layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        image_dim=image_dim,
+        added_kv_proj_dim=heads * head_dim,
+        rope_max_seq_len=64,
+    )
+
+
+TRANSFORMER_CONFIG: dict = i2v_transformer_config(
+    heads=HEADS, head_dim=HEAD_DIM, ffn_dim=512, text_dim=TEXT_DIM, image_dim=CLIP_DIM
 )
 
 # Scheduler exactly as Wan-AI/Wan2.1-I2V-14B-*-Diffusers ship it (flow_shift set per model).
