@@ -78,6 +78,10 @@ def _job_name() -> str:
 
 
 def _worker(container: dict, out_dir: str, sweep: Any, sweep_dir: Path | None) -> float | None:
+    if not logging.getLogger().handlers:  # spawned workers start without Hydra's logging
+        logging.basicConfig(
+            level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
+        )
     cfg = OmegaConf.create(container)
     return _run_here(cfg, Path(out_dir), sweep, sweep_dir)
 

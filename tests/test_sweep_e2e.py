@@ -269,3 +269,26 @@ def test_demo_sweep_holds_what_make_demo_promises(stores) -> None:
             == {"completed": "COMPLETE", "pruned": "PRUNED"}[run.data.tags["rank_sweep.status"]]
         )
     assert len(study.trials) == 6
+
+
+def test_fsdp_job_spawns_two_workers_and_saves_once(stores, tmp_path: Path) -> None:
+    out = tmp_path / "fsdp"
+    cli(
+        stores,
+        "dist=fsdp",
+        "dist.nproc_per_node=2",
+        "lora.rank=4",
+        "sweep_name=fsdp",
+        f"output_dir={out}",
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and len(summary["evals"]) == 2
+    assert (out / "adapter" / "pytorch_lora_weights.safetensors").stat().st_size > 0
+    client = MlflowClient(stores["mlflow"])
+    exp = client.get_experiment_by_name("rank_sweep")
+    runs = [
+        r
+        for r in client.search_runs([exp.experiment_id])
+        if r.data.params.get("sweep_name") == "fsdp"
+    ]
+    assert len(runs) == 1 and runs[0].data.tags["rank_sweep.status"] == "completed"  # rank 0 only

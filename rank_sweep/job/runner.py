@@ -199,10 +199,18 @@ def _run(
         "skipped_clips": skipped,
         "fingerprint": fingerprint(cfg),
     }
+    plain = transformer
+    if dist_ctx is not None and dist_ctx.world_size > 1:
+        from rank_sweep.train.state import unsharded_copy
+
+        def build() -> Any:
+            fresh = spec.load_transformer()
+            apply_finetune(fresh, cfg.finetune.method, cfg.lora)
+            return fresh
+
+        plain = unsharded_copy(model, build, dist_ctx)  # collective: every rank calls it
     if reporter.enabled:
-        saved = save_result(
-            transformer, cfg.finetune.method, out_dir / _result_dir(cfg), _lora_meta(cfg)
-        )
+        saved = save_result(plain, cfg.finetune.method, out_dir / _result_dir(cfg), _lora_meta(cfg))
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         reporter.log_metrics(
             {
