@@ -68,12 +68,9 @@ def validate(cfg: DictConfig) -> None:
         raise _bad("data.fps", cfg.data.fps, "null (native rate) or a number > 0")
     if cfg.data.root is None and cfg.data.name != "synthetic":
         raise _bad("data.root", None, "a dataset directory (only data=synthetic may leave it null)")
-    if cfg.data.name == "synthetic" and cfg.data.synth.frames < max(frames, cfg.eval.frames):
-        raise _bad(
-            "data.synth.frames",
-            cfg.data.synth.frames,
-            f">= {max(frames, cfg.eval.frames)} (clip length)",
-        )
+    longest = max(frames, cfg.eval.frames, cfg.eval.sample_frames or 0)
+    if cfg.data.name == "synthetic" and cfg.data.synth.frames < longest:
+        raise _bad("data.synth.frames", cfg.data.synth.frames, f">= {longest} (the longest clip)")
 
     _int_range(cfg, "train.steps", 1)
     _int_range(cfg, "train.micro_batch", 1)
