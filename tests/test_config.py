@@ -90,6 +90,12 @@ def test_every_group_option_composes(compose, overrides: list[str]) -> None:
 def test_research_model_configs(compose) -> None:
     assert compose(["model=wan2.1_i2v_14b_480p"]).model.flow_shift == 3.0
     assert compose(["model=wan2.1_i2v_14b_720p"]).model.flow_shift == 5.0
+    # Real-data configs take the model's native clip shape: 81 frames at 480p or 720p.
+    d480 = compose(["model=wan2.1_i2v_14b_480p", "data=ucf101"]).data
+    d720 = compose(["model=wan2.1_i2v_14b_720p", "data=kinetics400"]).data
+    assert (d480.frames, d480.height, d480.width) == (81, 480, 832)
+    assert (d720.frames, d720.height, d720.width) == (81, 720, 1280)
+    validate(compose(["model=wan2.1_i2v_14b_720p", "data=folder"]))
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

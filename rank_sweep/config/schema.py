@@ -28,6 +28,11 @@ class ModelConfig:
     flow_shift: float = 3.0  # 3.0 for 480p, 5.0 for 720p (Wan's sampling shift)
     dtype: str = "float32"  # weight dtype of the frozen parts: float32 | bfloat16
     tiny_seed: int = 0  # seed of the tiny model's random weights
+    # The clip shape the checkpoint was trained for; real-data configs default to it.
+    native_frames: int = 9  # 81 for Wan2.1 I2V-14B (5 s at 16 fps)
+    native_height: int = 32  # 480 (480p) or 720 (720p)
+    native_width: int = 32  # 832 (480p) or 1280 (720p)
+    native_fps: float = 16.0
 
 
 @dataclass
