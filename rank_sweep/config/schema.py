@@ -78,7 +78,6 @@ class DataConfig:
     fps: Optional[float] = None  # resample to this fps; null keeps the native rate
     stride: int = 1  # take every stride-th frame after fps resampling
     max_train_clips: Optional[int] = None  # cap the training set (small-data recipes)
-    num_workers: int = 0  # DataLoader workers for decoding / precompute
     synth: SynthConfig = field(default_factory=SynthConfig)
 
 
@@ -106,7 +105,6 @@ class TrainConfig:
     val_clips: int = 4  # held-out clips for the validation loss
     val_quantiles: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
     val_every: int = 0  # 0 = only at eval steps and the end
-    precompute_batch: int = 1
 
 
 @dataclass
@@ -140,7 +138,6 @@ class EvalConfig:
     kid_subset_size: int = 1000
     bootstrap: int = 200  # bootstrap resamples for 95% CIs at the final eval (0 disables)
     log_videos: int = 2  # sample mp4s logged per eval
-    batch_size: int = 1  # clips per sampling batch
     detector_size: int = 224  # frames resized to this before I3D (protocol: 224)
     inception_size: int = 299  # frames resized to this before Inception (FID protocol: 299; >= 75)
 

@@ -27,8 +27,6 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     if data["finetune"]["method"] == "full":
         data.pop("lora", None)
         data.pop("prune", None)  # the baseline is never pruned
-    # The number of workers moves no result: the global batch is fixed by the recipe.
-    data.get("data", {}).pop("num_workers", None)
     return data
 
 
