@@ -125,5 +125,6 @@ def test_cli_two_folders(tmp_path: Path, synth_folder: Path, capsys: pytest.Capt
     assert result["stamp"]["eval.n_real"] == str(len(videos))
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(SystemExit, match="holds 0 videos"):
-        main(["--real", str(empty), "--fake", str(synth_folder)])
+    assert main(["--real", str(empty), "--fake", str(synth_folder)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "holds 0 videos" in err and err.count("\n") == 1

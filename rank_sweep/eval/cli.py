@@ -1,7 +1,10 @@
-"""`python -m rank_sweep.eval --real DIR --fake DIR`: FVD/KID between two folders of videos.
+"""`python -m rank_sweep.eval --real DIR_OR_DATASET --fake DIR`: FVD/KID between clip sets.
 
-Each video contributes its first --frames frames, decoded with PyAV at native resolution;
-the detectors resize them as the protocol does (bilinear to the detector size).
+--real is a folder of videos or a UCF-101 / Kinetics-400 root (auto-detected, or named
+with --real-layout); a dataset split is clipped by the data layer at --height x --width.
+Folder videos contribute their first --frames frames at native resolution. The detectors
+resize either way, as the protocol does (bilinear to the detector size). Bad input: one
+`error: ...` line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -12,45 +15,47 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-import numpy as np
-from tqdm.auto import tqdm
-
-from rank_sweep.data.video import VIDEO_SUFFIXES, read_frames
-from rank_sweep.eval.detectors.loaders import Detector, load_frame_detector, load_video_detector
-from rank_sweep.eval.scoring import protocol_stamp, score
-
-
-def list_videos(root: Path) -> list[Path]:
-    if not root.is_dir():
-        raise SystemExit(f"error: {root} is not a directory")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
-    if len(files) < 2:
-        raise SystemExit(
-            f"error: {root} holds {len(files)} videos ({', '.join(VIDEO_SUFFIXES)}); need >= 2"
-        )
-    return files
-
-
-def folder_features(
-    files: list[Path], frames: int, dets: dict[str, Detector], desc: str
-) -> dict[str, np.ndarray]:
-    out: dict[str, list[np.ndarray]] = {k: [] for k in dets}
-    for path in tqdm(files, desc=desc, leave=False):
-        clip = read_frames(path, range(frames))[None]  # one clip per call: sizes may differ
-        for kind, det in dets.items():
-            out[kind].append(det.features(clip))
-    return {k: np.concatenate(v) for k, v in out.items()}
+from rank_sweep.data.errors import DataError
+from rank_sweep.eval.clip_sources import (
+    DEFAULT_SPLIT,
+    LAYOUTS,
+    CliError,
+    folder_source,
+    resolve_real,
+    source_features,
+)
+from rank_sweep.eval.detectors.loaders import (
+    Detector,
+    DetectorError,
+    load_frame_detector,
+    load_video_detector,
+)
+from rank_sweep.eval.scoring import KNOWN_METRICS, protocol_stamp, score
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m rank_sweep.eval", description=__doc__.splitlines()[0]
     )
-    p.add_argument("--real", required=True, type=Path, help="folder of real videos")
+    p.add_argument(
+        "--real", required=True, type=Path, help="folder of real videos or a dataset root"
+    )
     p.add_argument("--fake", required=True, type=Path, help="folder of generated videos")
+    p.add_argument(
+        "--real-layout", default="auto", help=f"one of {', '.join(LAYOUTS)} (default: auto)"
+    )
+    p.add_argument(
+        "--real-split",
+        default=None,
+        help=f"dataset split (default: {', '.join(f'{k} {v}' for k, v in DEFAULT_SPLIT.items())})",
+    )
+    p.add_argument("--real-fold", type=int, default=None, help="UCF-101 fold 1..3 (default 1)")
+    p.add_argument("--num-real", type=int, default=None, help="cap on real clips (default: all)")
     p.add_argument("--frames", type=int, default=16, help="frames per clip (protocol: 16)")
+    p.add_argument("--height", type=int, default=224, help="dataset clip height, multiple of 16")
+    p.add_argument("--width", type=int, default=224, help="dataset clip width, multiple of 16")
     p.add_argument(
         "--i3d",
         default=None,
@@ -73,13 +78,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+def _check_args(args: argparse.Namespace) -> list[str]:
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    if not metrics or set(metrics) - set(KNOWN_METRICS):
+        raise CliError(f"--metrics {args.metrics!r} invalid; allowed: {', '.join(KNOWN_METRICS)}")
     if args.frames < 1:
-        raise SystemExit(f"error: --frames must be >= 1, got {args.frames}")
-    real_files, fake_files = list_videos(args.real), list_videos(args.fake)
+        raise CliError(f"--frames must be >= 1, got {args.frames}")
+    if args.num_real is not None and args.num_real < 2:
+        raise CliError(f"--num-real must be >= 2 (a covariance needs 2 clips), got {args.num_real}")
+    return metrics
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Score --fake against --real; returns the JSON-able result (metrics, stamp, counts)."""
+    metrics = _check_args(args)
+    real_src = resolve_real(
+        args.real,
+        args.real_layout,
+        args.real_split,
+        args.real_fold,
+        frames=args.frames,
+        height=args.height,
+        width=args.width,
+        limit=args.num_real,
+    )
+    fake_src = folder_source(args.fake, args.frames)
     dets: dict[str, Detector] = {}
     if {"fvd", "kvd"} & set(metrics):
         dets["video"] = load_video_detector(args.i3d, size=args.size, device=args.device)
@@ -87,8 +110,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         dets["frame"] = load_frame_detector(
             args.inception, size=args.frame_size, device=args.device
         )
-    real = folder_features(real_files, args.frames, dets, "real")
-    fake = folder_features(fake_files, args.frames, dets, "fake")
+    real, n_real = source_features(real_src, dets, "real")
+    fake, n_fake = source_features(fake_src, dets, "fake")
     scores = score(
         real,
         fake,
@@ -101,25 +124,49 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     stamp = protocol_stamp(
         dets.get("video"),
         dets.get("frame"),
-        n_real=len(real_files),
-        n_fake=len(fake_files),
+        n_real=n_real,
+        n_fake=n_fake,
         frames=args.frames,
-        resolution="native",
-        dataset=str(args.real),
-        split="-",
+        resolution=real_src.resolution,
+        dataset=real_src.dataset,
+        split=real_src.split,
         sample_steps=0,
         seed=args.seed,
         kid_subset_size=int(scores.get("kid_subset_size_used", args.kid_subset_size)),
     )
-    if stamp["detector.pretrained"] == "false":
+    return {
+        "metrics": scores,
+        "stamp": stamp,
+        "n_real": n_real,
+        "n_fake": n_fake,
+        "real_skipped": real_src.n_skipped(),
+        "real_missing": real_src.missing,
+        "fake_skipped": fake_src.n_skipped(),
+    }
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = run(args)
+    except (CliError, DataError, DetectorError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result["stamp"]["detector.pretrained"] == "false":
         print(
             "WARNING: random-init detectors: these numbers only compare runs with each other",
             file=sys.stderr,
         )
     print(f"{'metric':<24}{'value':>16}")
-    for k, v in scores.items():
+    for k, v in result["metrics"].items():
         print(f"{k:<24}{v:>16.6g}")
-    print(f"real clips: {len(real_files)}  fake clips: {len(fake_files)}  frames: {args.frames}")
+    print(
+        f"real clips: {result['n_real']} ({result['stamp']['eval.dataset']} "
+        f"split {result['stamp']['eval.split']}; skipped {result['real_skipped']} unreadable, "
+        f"{result['real_missing']} missing)  fake clips: {result['n_fake']} "
+        f"(skipped {result['fake_skipped']})  frames: {args.frames}"
+    )
     if args.json:
-        print(json.dumps({"metrics": scores, "stamp": stamp}, sort_keys=True))
+        print(json.dumps(result, sort_keys=True))
     return 0
