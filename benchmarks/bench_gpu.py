@@ -45,18 +45,12 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch
 
 from rank_sweep.model.meta import WAN_I2V_14B_CONFIG
+from rank_sweep.model.spec import forward_batch
+from rank_sweep.model.tiny import i2v_transformer_config
 
 TEXT_TOKENS, IMAGE_TOKENS = 512, 257
-SMALL_CONFIG = dict(
-    WAN_I2V_14B_CONFIG,
-    num_attention_heads=2,
-    attention_head_dim=128,
-    ffn_dim=512,
-    num_layers=2,
-    text_dim=64,
-    image_dim=64,
-    added_kv_proj_dim=256,
-    freq_dim=64,
+SMALL_CONFIG = i2v_transformer_config(
+    heads=2, head_dim=128, ffn_dim=512, text_dim=64, image_dim=64, freq_dim=64
 )
 GPU_LATENTS = (16, 21, 60, 104)  # 81 frames -> 21, 480 x 832 -> 60 x 104 (VAE stride 4, 8, 8)
 CPU_LATENTS = (16, 3, 16, 16)
@@ -142,18 +136,6 @@ def batch(cfg: dict, latents: tuple[int, ...]) -> dict[str, torch.Tensor]:
     }
 
 
-def forward(model, batch, noisy, timestep):
-    dtype = torch.bfloat16 if noisy.is_cuda else noisy.dtype
-    hidden = torch.cat([noisy, batch["cond"].to(noisy.dtype)], dim=1).to(dtype)
-    return model(
-        hidden,
-        timestep,
-        encoder_hidden_states=batch["text_emb"].to(dtype),
-        encoder_hidden_states_image=batch["image_emb"].to(dtype),
-        return_dict=False,
-    )[0]
-
-
 def run_one(cfg: dict, latents, device: torch.device, rank: int | None, steps: int) -> dict:
     from rank_sweep.config.schema import TrainConfig
     from rank_sweep.train.loop import train
@@ -182,7 +164,7 @@ def run_one(cfg: dict, latents, device: torch.device, rank: int | None, steps: i
             tcfg,
             lr=1e-4,
             state_dir=Path(d),
-            forward_fn=forward,
+            forward_fn=forward_batch,
             shift=3.0,
         )
     del model

@@ -35,6 +35,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")  # keep the output readable; the bar 
 
 import torch
 
+from rank_sweep.model.spec import forward_batch
 from rank_sweep.model.tiny import i2v_transformer_config
 
 TEXT_LEN = 512
@@ -66,17 +67,6 @@ def batch_for(config: dict, frames: int, hw: int, seed: int = 1) -> dict[str, to
     }
 
 
-def forward(model, batch, noisy, timestep):
-    hidden = torch.cat([noisy, batch["cond"].to(noisy.dtype)], dim=1)
-    return model(
-        hidden,
-        timestep,
-        encoder_hidden_states=batch["text_emb"],
-        encoder_hidden_states_image=batch["image_emb"],
-        return_dict=False,
-    )[0]
-
-
 def recipe(steps: int):
     from rank_sweep.config.schema import TrainConfig
 
@@ -96,7 +86,13 @@ def project_step_time(model: torch.nn.Module, item: dict, steps: int) -> float:
 
     with tempfile.TemporaryDirectory() as d:
         res = train(
-            model, [item], recipe(steps), lr=1e-4, state_dir=Path(d), forward_fn=forward, shift=3.0
+            model,
+            [item],
+            recipe(steps),
+            lr=1e-4,
+            state_dir=Path(d),
+            forward_fn=forward_batch,
+            shift=3.0,
         )
     return res.step_time_s
 
@@ -112,7 +108,7 @@ def bare_step_time(model: torch.nn.Module, item: dict, steps: int, warmup: int =
         noise = torch.randn_like(x0)
         sigma = torch.rand(1)
         noisy = (1 - sigma) * x0 + sigma * noise
-        pred = forward(model, batch, noisy, sigma * 1000)
+        pred = forward_batch(model, batch, noisy, sigma * 1000)
         loss = torch.nn.functional.mse_loss(pred.float(), noise - x0)
         loss.backward()
         opt.step()
@@ -154,7 +150,13 @@ def one(spec: str, steps: int) -> dict:
     item = batch_for(WIDE, frames=3, hw=16)
     with tempfile.TemporaryDirectory() as d:
         res = train(
-            model, [item], recipe(steps), lr=1e-4, state_dir=Path(d), forward_fn=forward, shift=3.0
+            model,
+            [item],
+            recipe(steps),
+            lr=1e-4,
+            state_dir=Path(d),
+            forward_fn=forward_batch,
+            shift=3.0,
         )
     return {
         "config": spec,

@@ -25,20 +25,21 @@ def plan_line(cfg: DictConfig) -> str:
     )
 
 
-def _hydra_context() -> tuple[Path | None, Any, bool]:
-    """(job output dir, sweep info, is multirun) from Hydra's runtime, if Hydra runs us."""
+def _hydra_context() -> tuple[Path | None, Any, Path | None]:
+    """(job output dir, sweep info, sweep dir of a multirun) from Hydra's runtime."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     if not HydraConfig.initialized():
-        return None, None, False
+        return None, None, None
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     if hc.mode != RunMode.MULTIRUN:
-        return out, None, False
+        return out, None, None
     from rank_sweep.sweep.callbacks import read_sweep_info
 
-    return out, read_sweep_info(Path(hc.sweep.dir)), True
+    sweep_dir = Path(hc.sweep.dir)
+    return out, read_sweep_info(sweep_dir), sweep_dir
 
 
 def run_job(cfg: DictConfig) -> float | None:
@@ -46,8 +47,7 @@ def run_job(cfg: DictConfig) -> float | None:
     log.info(plan_line(cfg))
     if cfg.dry_run:
         return None
-    out_dir, sweep, multirun = _hydra_context()
-    sweep_dir = _sweep_dir() if multirun else None
+    out_dir, sweep, sweep_dir = _hydra_context()
     if cfg.output_dir:
         out_dir = Path(cfg.output_dir)
     if out_dir is None:
@@ -61,12 +61,6 @@ def run_job(cfg: DictConfig) -> float | None:
         results = launch(_worker, nproc, container, str(out_dir), sweep, sweep_dir)
         return results
     return _run_here(cfg, out_dir, sweep, sweep_dir)
-
-
-def _sweep_dir() -> Path:
-    from hydra.core.hydra_config import HydraConfig
-
-    return Path(HydraConfig.get().sweep.dir)
 
 
 def _job_name() -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from rank_sweep.model.spec import forward_batch
 from rank_sweep.model.tiny import i2v_transformer_config
 
 TEXT_LEN = 512  # Wan treats the last 512 context tokens as text: keep the real split
@@ -46,17 +47,6 @@ def make_data(n: int, seed: int = 1, frames: int = 2, hw: int = 4) -> list[dict[
         }
         for _ in range(n)
     ]
-
-
-def forward(model, batch, noisy, timestep):
-    hidden = torch.cat([noisy, batch["cond"].to(noisy.dtype)], dim=1)
-    return model(
-        hidden,
-        timestep,
-        encoder_hidden_states=batch["text_emb"],
-        encoder_hidden_states_image=batch["image_emb"],
-        return_dict=False,
-    )[0]
 
 
 def train_cfg(**kw):
@@ -102,7 +92,7 @@ def dist_worker(backend: str, state_dir: str, out: str, steps: int, die_at: int 
             raise RuntimeError(f"worker died at step {step}")
 
     result = train(
-        model, make_data(4), cfg, lr=1e-3, state_dir=Path(state_dir), forward_fn=forward,
+        model, make_data(4), cfg, lr=1e-3, state_dir=Path(state_dir), forward_fn=forward_batch,
         shift=3.0, val_set=make_data(3, seed=2), dist=ctx, hooks=TrainHooks(on_log=on_log),
     )  # fmt: skip
     weights = trainable_weights(model)  # collective: every rank gathers, rank 0 gets them
@@ -140,7 +130,7 @@ def main() -> None:
     def slow_forward(m, batch, noisy, t):
         if args.sleep:
             time.sleep(args.sleep)
-        return forward(m, batch, noisy, t)
+        return forward_batch(m, batch, noisy, t)
 
     result = train(
         model,

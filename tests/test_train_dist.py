@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_script import build_model, dist_worker, failing_worker, forward, make_data, train_cfg
+from _train_script import build_model, dist_worker, failing_worker, make_data, train_cfg
 from safetensors.torch import load_file
 
 from rank_sweep.model.adapters import trainable_state_dict
+from rank_sweep.model.spec import forward_batch
 from rank_sweep.train.checkpoint import find_checkpoint, read_checkpoint
 from rank_sweep.train.dist import launch
 from rank_sweep.train.loop import TrainHooks, train
@@ -34,7 +35,7 @@ def _single(state: Path, hooks: TrainHooks | None = None) -> dict[str, torch.Ten
     model = build_model("lora", rank=4)
     train(
         model, make_data(4), train_cfg(steps=STEPS, micro_batch=2, grad_accum=1, activation_checkpointing=True),
-        lr=1e-3, state_dir=state, forward_fn=forward, shift=3.0, val_set=make_data(3, seed=2), hooks=hooks,
+        lr=1e-3, state_dir=state, forward_fn=forward_batch, shift=3.0, val_set=make_data(3, seed=2), hooks=hooks,
     )  # fmt: skip
     return {k: v.clone() for k, v in trainable_state_dict(model).items()}
 

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from _train_script import build_model, forward, make_data, train_cfg
+from _train_script import build_model, make_data, train_cfg
 
 from rank_sweep.model.adapters import trainable_state_dict
+from rank_sweep.model.spec import forward_batch
 from rank_sweep.train.checkpoint import STATE, WEIGHTS, find_checkpoint
 from rank_sweep.train.loop import NonFiniteLossError, TrainHooks, TrainResult, train
 from rank_sweep.train.steps import DataPos, cosine_warmup_factor, next_indices
@@ -34,7 +35,7 @@ def _run(
         train_cfg(**cfg_kw),
         lr=lr,
         state_dir=tmp,
-        forward_fn=forward,
+        forward_fn=forward_batch,
         shift=3.0,
     )
     return result, model
@@ -49,9 +50,9 @@ def test_converges_on_a_tiny_fixed_batch(
     logs: list[tuple[int, dict]] = []
     model, data = build_model(method, rank=8), make_data(1)
     cfg = train_cfg(steps=40, grad_accum=1, warmup_ratio=0.0, checkpoint_every=100)
-    before = validation_loss(model, data, forward, cfg, 1.0, torch.device("cpu"), None)
+    before = validation_loss(model, data, forward_batch, cfg, 1.0, torch.device("cpu"), None)
     result = train(
-        model, data, cfg, lr=lr, state_dir=tmp_path, forward_fn=forward, shift=1.0, val_set=data,
+        model, data, cfg, lr=lr, state_dir=tmp_path, forward_fn=forward_batch, shift=1.0, val_set=data,
         hooks=TrainHooks(on_log=lambda m, s: logs.append((s, m))),
     )  # fmt: skip
     assert result.final_val_loss < ratio * before, (before, result.final_val_loss)
@@ -91,7 +92,7 @@ def test_nan_loss_raises_before_touching_weights(tmp_path: Path) -> None:
 
 def test_nan_gradient_with_finite_loss_raises(tmp_path: Path) -> None:
     def nan_grad_forward(model, batch, noisy, t):
-        out = forward(model, batch, noisy, t)
+        out = forward_batch(model, batch, noisy, t)
         # forward picks `out` (finite loss); backward through sqrt(<0) is NaN * 0 = NaN
         return torch.where(torch.ones_like(out, dtype=torch.bool), out, torch.sqrt(-(out**2) - 1))
 
@@ -128,7 +129,7 @@ def test_cosine_warmup_lr_values(tmp_path: Path) -> None:
         train_cfg(steps=8, warmup_ratio=0.25, grad_accum=1, checkpoint_every=100),
         lr=1e-3,
         state_dir=tmp_path,
-        forward_fn=forward,
+        forward_fn=forward_batch,
         shift=3.0,
         hooks=TrainHooks(on_log=lambda m, s: lrs.append(m["train/lr"])),
     )
@@ -169,7 +170,7 @@ def test_hooks_eval_stop_validation_and_extra_state(tmp_path: Path) -> None:
     model = build_model("lora", rank=4)
     res = train(
         model, make_data(4), train_cfg(steps=8, checkpoint_every=100), lr=1e-3, state_dir=tmp_path,
-        forward_fn=forward, shift=3.0, val_set=val, eval_every=2, hooks=hooks,
+        forward_fn=forward_batch, shift=3.0, val_set=val, eval_every=2, hooks=hooks,
     )  # fmt: skip
     assert res.stopped_early and res.stop_step == 4 and res.steps_done == 4
     assert [s for s, _ in evals] == [2, 4]
@@ -186,7 +187,7 @@ def test_hooks_eval_stop_validation_and_extra_state(tmp_path: Path) -> None:
     evals.clear()
     again = train(
         build_model("lora", rank=4), make_data(4), train_cfg(steps=8, checkpoint_every=100), lr=1e-3,
-        state_dir=tmp_path, forward_fn=forward, shift=3.0, val_set=val, eval_every=2, hooks=hooks,
+        state_dir=tmp_path, forward_fn=forward_batch, shift=3.0, val_set=val, eval_every=2, hooks=hooks,
     )  # fmt: skip
     assert again == res and evals == [] and history == [2, 4]
 
@@ -196,8 +197,8 @@ def test_validation_loss_is_fixed_for_fixed_weights(tmp_path: Path) -> None:
 
     model = build_model("lora", rank=4)
     val, cfg = make_data(3, seed=4), train_cfg()
-    a = validation_loss(model, val, forward, cfg, 3.0, torch.device("cpu"), None)
-    b = validation_loss(model, val, forward, cfg, 3.0, torch.device("cpu"), None)
+    a = validation_loss(model, val, forward_batch, cfg, 3.0, torch.device("cpu"), None)
+    b = validation_loss(model, val, forward_batch, cfg, 3.0, torch.device("cpu"), None)
     assert a == b and math.isfinite(a) and a > 0
 
 
@@ -216,7 +217,7 @@ def test_in_process_resume_matches_uninterrupted(tmp_path: Path) -> None:
     with pytest.raises(Killed):
         train(
             build_model("lora", rank=4), make_data(4), train_cfg(steps=6, checkpoint_every=2), lr=1e-3,
-            state_dir=tmp_path / "part", forward_fn=forward, shift=3.0, hooks=TrainHooks(on_log=die),
+            state_dir=tmp_path / "part", forward_fn=forward_batch, shift=3.0, hooks=TrainHooks(on_log=die),
         )  # fmt: skip
     assert torch.load(find_checkpoint(tmp_path / "part") / STATE, weights_only=True)["step"] == 4
     res, resumed = _run(tmp_path / "part", steps=6, checkpoint_every=2)

@@ -86,21 +86,29 @@ class Evaluator:
         self.conditioning = self._encode_conditioning()
 
     def _encode_conditioning(self) -> list[dict[str, torch.Tensor]]:
-        from rank_sweep.eval.sample import encode_conditioning
+        """Text/image embeddings and the first-frame condition of each eval clip: the same
+        entries the latent precompute writes, so they are cached once for a whole sweep."""
+        from torch.utils.data import Subset
 
+        from rank_sweep.model.precompute import cache_key, precompute
+        from rank_sweep.paths import cache_dir
+
+        es, d = self.eval_set, self.cfg.data
+        key = cache_key(self.spec.path, es.fingerprint(), self.sample_frames, d.height, d.width)
+        entries = precompute(
+            self.spec, Subset(es, range(self.n_fake)), cache_dir() / "latents" / key,
+            desc="eval conditioning",
+        )  # fmt: skip
+        neg = self.spec.encode_prompts([""]).cpu() if float(self.ecfg.guidance_scale) > 1 else None
         out = []
-        for i in tqdm(range(self.n_fake), desc="eval conditioning", leave=False):
-            item = self.eval_set[i]
-            first = torch.as_tensor(item["first_frame"]).unsqueeze(0)
-            out.append(
-                encode_conditioning(
-                    self.spec,
-                    first,
-                    [item["caption"]],
-                    num_frames=self.sample_frames,
-                    guidance_scale=float(self.ecfg.guidance_scale),
-                )
-            )
+        for entry in entries:
+            cond = {
+                k: entry[src][None]
+                for k, src in (("cond", "cond"), ("text", "text_emb"), ("image", "image_emb"))
+            }
+            if neg is not None:
+                cond["neg"] = neg
+            out.append(cond)
         return out
 
     # -- at each eval -----------------------------------------------------------------------

@@ -152,18 +152,8 @@ def kid_from_features(
     return float(scores.mean()), float(scores.std())
 
 
-def kvd_from_features(
-    real: np.ndarray,
-    fake: np.ndarray,
-    subsets: int = 100,
-    subset_size: int = 1000,
-    degree: int = 3,
-    gamma: float | None = None,
-    coef: float = 1.0,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """KVD: KID computed on I3D video features (optional metric, same estimator)."""
-    return kid_from_features(real, fake, subsets, subset_size, degree, gamma, coef, seed)
+# KVD: the same KID estimator on I3D video features (optional metric).
+kvd_from_features = kid_from_features
 
 
 class StreamingStats:

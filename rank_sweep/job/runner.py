@@ -52,7 +52,9 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
     params["device"] = str(pick_device(cfg, getattr(dist_ctx, "local_rank", 0)).type)
     params["job.fingerprint"] = fingerprint(cfg)
     reporter.open(params)
-    if _agree(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all ranks follow
+    from rank_sweep.train.dist import any_rank
+
+    if any_rank(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all follow
         return JobOutcome("reused", reporter.reused_objective() if is_main else None, {})
     try:
         return _run(cfg, out_dir, sdir, reporter, dist_ctx)
@@ -69,7 +71,7 @@ def _run(
     from rank_sweep.eval.evaluator import Evaluator
     from rank_sweep.model.adapters import apply_finetune, save_result
     from rank_sweep.model.precompute import cache_key, precompute
-    from rank_sweep.model.spec import WanSpec
+    from rank_sweep.model.spec import WanSpec, forward_batch
     from rank_sweep.train.loop import TrainHooks, train
 
     device = pick_device(cfg, getattr(dist_ctx, "local_rank", 0))
@@ -152,8 +154,8 @@ def _run(
         value = metrics.get(key)
         if value is None:
             raise KeyError(f"prune.metric={key!r} is not produced by eval (got {sorted(metrics)})")
-        stop = reporter.report_eval(float(value), eval_index) and not final
-        return _agree(stop, dist_ctx)
+        # Only rank 0 reports; the loop makes every rank follow its decision.
+        return reporter.report_eval(float(value), eval_index) and not final
 
     hooks = TrainHooks(
         on_log=on_log,
@@ -168,9 +170,7 @@ def _run(
         cfg.train,
         lr=float(cfg.finetune.lr) * float(cfg.train.lr_scale),
         state_dir=sdir,
-        forward_fn=lambda tr, batch, noisy, t: spec.predict(
-            tr, noisy, t, batch["cond"], batch["text_emb"], batch["image_emb"]
-        ),
+        forward_fn=forward_batch,
         shift=float(cfg.train.shift or cfg.model.flow_shift),
         val_set=val_pre,
         eval_every=every,
@@ -240,14 +240,3 @@ def _lora_meta(cfg: DictConfig) -> dict[str, Any] | None:
         "alpha": float(cfg.lora.alpha),
         "alpha_mode": cfg.lora.alpha_mode,
     }
-
-
-def _agree(stop: bool, dist_ctx: Any) -> bool:
-    """All ranks must stop together: rank 0 decides."""
-    if dist_ctx is None or dist_ctx.world_size <= 1:
-        return stop
-    import torch.distributed as dist
-
-    flag = [stop]
-    dist.broadcast_object_list(flag, src=0)
-    return bool(flag[0])

@@ -251,15 +251,36 @@ class WanSpec:
         image_emb: torch.Tensor,
     ) -> torch.Tensor:
         """Flow prediction (noise - x0) of the transformer for 36-channel I2V input."""
-        dtype = next(transformer.parameters()).dtype
-        hidden = torch.cat([noisy, cond.to(noisy.dtype)], dim=1).to(dtype)
-        return transformer(
-            hidden_states=hidden,
-            timestep=timestep,
-            encoder_hidden_states=text_emb.to(dtype),
-            encoder_hidden_states_image=image_emb.to(dtype),
-            return_dict=False,
-        )[0]
+        return predict_flow(transformer, noisy, timestep, cond, text_emb, image_emb)
+
+
+def predict_flow(
+    transformer: torch.nn.Module,
+    noisy: torch.Tensor,
+    timestep: torch.Tensor,
+    cond: torch.Tensor,
+    text_emb: torch.Tensor,
+    image_emb: torch.Tensor,
+) -> torch.Tensor:
+    """Flow prediction (noise - x0): noisy latent (16) + I2V condition (20) = 36 channels."""
+    dtype = next(transformer.parameters()).dtype
+    hidden = torch.cat([noisy, cond.to(noisy.dtype)], dim=1).to(dtype)
+    return transformer(
+        hidden_states=hidden,
+        timestep=timestep,
+        encoder_hidden_states=text_emb.to(dtype),
+        encoder_hidden_states_image=image_emb.to(dtype),
+        return_dict=False,
+    )[0]
+
+
+def forward_batch(
+    transformer: torch.nn.Module, batch: dict, noisy: torch.Tensor, timestep: torch.Tensor
+) -> torch.Tensor:
+    """The training loop's `forward_fn` for precomputed batches (cond, text_emb, image_emb)."""
+    return predict_flow(
+        transformer, noisy, timestep, batch["cond"], batch["text_emb"], batch["image_emb"]
+    )
 
 
 def frame_mask(

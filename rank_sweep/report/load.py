@@ -13,15 +13,13 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from rank_sweep.paths import REPO_ROOT
 from rank_sweep.report.table import derive_columns
+from rank_sweep.track import store
+from rank_sweep.track.runs import TAG_PARENT, TAG_ROLE, TAG_SWEEP_ID, search_runs
 
 log = logging.getLogger(__name__)
 
 ENV_TRACKING_URI = "RANK_SWEEP_TRACKING_URI"
-TAG_ROLE = "rank_sweep.role"
-TAG_SWEEP_ID = "rank_sweep.sweep_id"
-TAG_PARENT = "mlflow.parentRunId"
 
 # Per-dataset metrics kept in the table (last logged value = final value).
 DATASET_METRICS = ("fvd", "kid", "fvd_ci_lo", "fvd_ci_hi", "kid_ci_lo", "kid_ci_hi", "kid_std")
@@ -42,43 +40,20 @@ WEIGHTS_DIR = {"lora": "adapter", "full": "model"}
 
 def default_tracking_uri() -> str:
     """`$RANK_SWEEP_TRACKING_URI`, else the SQLite store beside the repo."""
-    return os.environ.get(ENV_TRACKING_URI) or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+    return os.environ.get(ENV_TRACKING_URI) or store.default_tracking_uri()
 
 
 def _client(tracking_uri: str | None):
     from mlflow.tracking import MlflowClient
 
     uri = tracking_uri or default_tracking_uri()
-    if uri.startswith("sqlite:///"):
-        from pathlib import Path
-
-        db = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
-        if not db.is_file():
-            raise FileNotFoundError(
-                f"no MLflow store at {db}: run `make demo` (or a sweep) first, or pass "
-                f"--tracking-uri / set {ENV_TRACKING_URI}"
-            )
-    return MlflowClient(tracking_uri=uri), uri
-
-
-def _search(client, exp_id: str, filter_string: str = "") -> list:
-    from mlflow.entities import ViewType
-
-    runs: list = []
-    token = None
-    while True:
-        page = client.search_runs(
-            [exp_id],
-            filter_string=filter_string,
-            run_view_type=ViewType.ACTIVE_ONLY,
-            max_results=1000,
-            order_by=["attributes.start_time DESC"],
-            page_token=token,
+    db = store.sqlite_path(uri)
+    if db is not None and not db.is_file():
+        raise FileNotFoundError(
+            f"no MLflow store at {db}: run `make demo` (or a sweep) first, or pass "
+            f"--tracking-uri / set {ENV_TRACKING_URI}"
         )
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
+    return MlflowClient(tracking_uri=uri), uri
 
 
 def _experiment_id(client, experiment: str, uri: str) -> str:
@@ -94,7 +69,7 @@ def _experiment_id(client, experiment: str, uri: str) -> str:
 def select_runs(client, exp_id: str, sweep_id: str | None) -> tuple[str | None, list]:
     """(sweep id, job runs): the given sweep, else the most recent parent run's sweep, else
     (no parent runs at all) every run without a parent."""
-    all_runs = _search(client, exp_id)
+    all_runs = search_runs(client, exp_id)
     parents = [r for r in all_runs if r.data.tags.get(TAG_ROLE) == "sweep"]
     if sweep_id is None and parents:
         sweep_id = parents[0].data.tags.get(TAG_SWEEP_ID)  # newest first
@@ -204,7 +179,7 @@ def _borrowed_baseline(client, exp_id: str, rows: list[dict[str, Any]]) -> list[
     if any(r["method"] == "full" for r in rows) or not rows:
         return []
     data_names = {r["data_name"] for r in rows}
-    for run in _search(client, exp_id, "tags.`rank_sweep.method` = 'full'"):
+    for run in search_runs(client, exp_id, "tags.`rank_sweep.method` = 'full'"):
         tags, params = run.data.tags, run.data.params
         if tags.get("rank_sweep.status") == "completed" and params.get("data.name") in data_names:
             rec = run_record(client, run, sweep_id=None)

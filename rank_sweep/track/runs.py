@@ -47,7 +47,8 @@ def _experiment_id(client, experiment: str) -> str | None:
     return None if exp is None else exp.experiment_id
 
 
-def _search(client, exp_id: str, filter_string: str) -> list:
+def search_runs(client, exp_id: str, filter_string: str = "") -> list:
+    """Every active run of an experiment matching the filter, newest first (all pages)."""
     from mlflow.entities import ViewType
 
     runs: list = []
@@ -98,7 +99,7 @@ def find_run_by_fingerprint(
     exp_id = _experiment_id(client, experiment)
     if exp_id is None:
         return None
-    for run in _search(client, exp_id, f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}'"):
+    for run in search_runs(client, exp_id, f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}'"):
         info = _info(run)
         if info.status in statuses:
             return info
@@ -111,7 +112,7 @@ def find_sweep_run(uri: str, experiment: str, sweep_id: str) -> RunInfo | None:
     exp_id = _experiment_id(client, experiment)
     if exp_id is None:
         return None
-    runs = _search(
+    runs = search_runs(
         client, exp_id, f"tags.`{TAG_ROLE}` = 'sweep' and tags.`{TAG_SWEEP_ID}` = '{sweep_id}'"
     )
     return _info(runs[0]) if runs else None
@@ -122,7 +123,9 @@ def child_runs(uri: str, experiment: str, parent_run_id: str) -> list[RunInfo]:
     exp_id = _experiment_id(client, experiment)
     if exp_id is None:
         return []
-    return [_info(r) for r in _search(client, exp_id, f"tags.`{TAG_PARENT}` = '{parent_run_id}'")]
+    return [
+        _info(r) for r in search_runs(client, exp_id, f"tags.`{TAG_PARENT}` = '{parent_run_id}'")
+    ]
 
 
 def status_counts(runs: list[RunInfo]) -> dict[str, int]:

@@ -83,6 +83,17 @@ def init_distributed(dist_cfg: Any) -> DistContext:
     return DistContext(rank, world, local, device, rank == 0)
 
 
+def any_rank(flag: bool, ctx: DistContext | None) -> bool:
+    """True on every rank when it is True on any rank (e.g. rank 0 decided to stop)."""
+    if ctx is None or not ctx.distributed:
+        return flag
+    import torch.distributed as tdist
+
+    t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
+    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def bf16_supported(device: torch.device) -> bool:
     return device.type == "cuda" and torch.cuda.is_bf16_supported()
 

@@ -34,7 +34,14 @@ from tqdm.auto import tqdm
 
 from rank_sweep.train import state as train_state
 from rank_sweep.train.checkpoint import rng_state, set_rng_state
-from rank_sweep.train.dist import DeepSpeedModel, DistContext, bf16_supported, is_sharded, unwrap
+from rank_sweep.train.dist import (
+    DeepSpeedModel,
+    DistContext,
+    any_rank,
+    bf16_supported,
+    is_sharded,
+    unwrap,
+)
 from rank_sweep.train.steps import (
     DataPos,
     ForwardFn,
@@ -194,14 +201,6 @@ def _all_mean(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return value
 
 
-def _any(flag: bool, ctx: DistContext, device: torch.device) -> bool:
-    if not ctx.distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
-    return bool(t.item() > 0)
-
-
 def _result(p: _Progress) -> TrainResult:
     return TrainResult(
         steps_done=p.step,
@@ -343,7 +342,7 @@ def train(
                     hooks.on_log({"val/loss": val_loss}, step)
             stop = False
             if is_eval and hooks.on_eval is not None:
-                stop = _any(bool(hooks.on_eval(step, val_loss)), ctx, device) and not final
+                stop = any_rank(bool(hooks.on_eval(step, val_loss)), ctx) and not final
             prog.stopped_early = stop
             every = int(cfg.checkpoint_every)
             if every > 0 and (stop or final or step % every == 0):
