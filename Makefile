@@ -51,12 +51,14 @@ baseline-full: $(STAMP) ## full fine-tune baseline with the same data, eval and 
 report: $(STAMP) ## comparison table, plots and HTML report from the MLflow store
 	$(BIN)/python -m rank_sweep.report $(ARGS)
 
-ui: $(STAMP) ## MLflow UI bound to 127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+# The stores come from rank_sweep.paths, the place jobs, sweeps and the report ask too
+# (so $RANK_SWEEP_TRACKING_URI moves all of them together).
+ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 ($RANK_SWEEP_TRACKING_URI or sqlite:///mlflow.db)
+	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -m rank_sweep.paths tracking-uri)" --host 127.0.0.1 --port 5000
 
 optuna-ui: $(STAMP) ## Optuna dashboard (local) on 127.0.0.1:8080
 	@test -x $(BIN)/optuna-dashboard || $(BIN)/pip install -qq -c constraints.txt optuna-dashboard
-	$(BIN)/optuna-dashboard sqlite:///$(CURDIR)/optuna.db --host 127.0.0.1 --port 8080
+	$(BIN)/optuna-dashboard "$$($(BIN)/python -m rank_sweep.paths optuna-storage)" --host 127.0.0.1 --port 8080
 
 clean: ## remove caches, outputs and stores (keeps .venv)
 	rm -rf .cache outputs multirun mlflow.db mlartifacts optuna.db optuna_journal.log reports .pytest_cache .ruff_cache

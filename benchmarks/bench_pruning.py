@@ -20,6 +20,8 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from rank_sweep.track import contract as C
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -49,16 +51,14 @@ def summarize(uri: str, sweep_prefix: str) -> tuple[int, int | None, dict[int, s
     children = [
         r
         for r in runs
-        if r.data.tags.get("rank_sweep.sweep_id", "").startswith(sweep_prefix + "-")
-        and r.data.tags.get("rank_sweep.role") != "sweep"
+        if r.data.tags.get(C.TAG_SWEEP_ID, "").startswith(sweep_prefix + "-")
+        and r.data.tags.get(C.TAG_ROLE) != "sweep"
     ]
     steps = sum(int(r.data.metrics.get("train/steps_done", 0)) for r in children)
-    completed = [r for r in children if r.data.tags.get("rank_sweep.status") == "completed"]
+    completed = [r for r in children if r.data.tags.get(C.TAG_STATUS) == "completed"]
     best = min(completed, key=lambda r: r.data.metrics["fvd/synthetic"], default=None)
-    status = {
-        int(r.data.tags["rank_sweep.lora_rank"]): r.data.tags["rank_sweep.status"] for r in children
-    }
-    return steps, (int(best.data.tags["rank_sweep.lora_rank"]) if best else None), status
+    status = {int(r.data.tags[C.TAG_LORA_RANK]): r.data.tags[C.TAG_STATUS] for r in children}
+    return steps, (int(best.data.tags[C.TAG_LORA_RANK]) if best else None), status
 
 
 def main() -> None:

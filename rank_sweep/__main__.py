@@ -17,6 +17,11 @@ register_configs()
 
 # Flags after which Hydra prints something instead of running a job.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}
+# Hydra flags followed by a value (`--cfg job`, `-cn NAME`, ...).
+_VALUE_FLAGS = {
+    "--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-dir", "-cd",
+    "--config-path", "-cp", "--experimental-rerun",
+}  # fmt: skip
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -29,18 +34,14 @@ def main(cfg: DictConfig) -> float | None:
 def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
     """(overrides, multirun, info_only) from Hydra's command line."""
     overrides, multirun, info = [], False, False
-    skip_next = False
-    for arg in argv:
-        if skip_next:
-            skip_next = False
-            continue
+    args = iter(argv)
+    for arg in args:
         if arg in ("-m", "--multirun"):
             multirun = True
         elif arg in _INFO_FLAGS or arg.startswith("--info="):
             info = True
-        elif arg in ("--cfg", "-c", "--package", "-p", "--config-name", "-cn", "--config-dir",
-                     "-cd", "--config-path", "-cp", "--experimental-rerun"):  # fmt: skip
-            skip_next = arg not in ("--cfg", "-c") or True
+        elif arg in _VALUE_FLAGS:
+            next(args, None)  # the flag's value is not an override
         elif not arg.startswith("-"):
             overrides.append(arg)
     return overrides, multirun, info

@@ -15,8 +15,9 @@ log = logging.getLogger(__name__)
 
 
 def plan_line(cfg: DictConfig) -> str:
-    rank = f" rank={cfg.lora.rank} alpha={cfg.lora.alpha} ({cfg.lora.alpha_mode})"
-    method = cfg.finetune.method + (rank if cfg.finetune.method == "lora" else "")
+    from rank_sweep.job.identity import JobIdentity
+
+    method = JobIdentity.from_config(cfg).describe()
     return (
         f"plan: model={cfg.model.name} method={method} data={cfg.data.name}"
         f"[{cfg.data.layout}] {cfg.data.frames}x{cfg.data.height}x{cfg.data.width}"

@@ -1,13 +1,22 @@
-"""Where things live: the repo root, the cache for embedded-default assets, the stores."""
+"""Every location, defined once: the repo, the cache, job state, reports, and the stores.
+
+The MLflow store is chosen the same way for jobs, the sweep callback, the report and
+`make ui` (`python -m rank_sweep.paths tracking-uri`): an explicit `track.uri` /
+`--tracking-uri`, else `$RANK_SWEEP_TRACKING_URI`, else a SQLite file beside the repo.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONF_DIR = REPO_ROOT / "conf"
 EXPERIMENTS_DIR = REPO_ROOT / "experiments"
+
+ENV_CACHE = "RANK_SWEEP_CACHE"
+ENV_TRACKING_URI = "RANK_SWEEP_TRACKING_URI"
 
 
 def cache_dir() -> Path:
@@ -15,4 +24,38 @@ def cache_dir() -> Path:
 
     `RANK_SWEEP_CACHE` moves it (tests point it at a temp dir); default `<repo>/.cache`.
     """
-    return Path(os.environ.get("RANK_SWEEP_CACHE", REPO_ROOT / ".cache")).resolve()
+    return Path(os.environ.get(ENV_CACHE, REPO_ROOT / ".cache")).resolve()
+
+
+def latents_dir() -> Path:
+    """Precomputed VAE latents and encoder embeddings, one subdir per content key."""
+    return cache_dir() / "latents"
+
+
+def state_root(configured: str | None = None) -> Path:
+    """Resumable job state (checkpoints, run ids): `state_dir=` if set, else the cache."""
+    return Path(configured) if configured else cache_dir() / "jobs"
+
+
+def reports_dir() -> Path:
+    """Where `python -m rank_sweep.report` writes `<sweep id>/` by default."""
+    return REPO_ROOT / "reports"
+
+
+def tracking_uri(configured: str | None = None) -> str:
+    """The MLflow store: `configured` (track.uri, --tracking-uri), else
+    `$RANK_SWEEP_TRACKING_URI`, else `sqlite:///<repo>/mlflow.db`."""
+    return configured or os.environ.get(ENV_TRACKING_URI) or f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
+
+
+def optuna_storage(configured: str | None = None) -> str:
+    """The Optuna storage: `configured` (prune.storage), else `sqlite:///<repo>/optuna.db`."""
+    return configured or f"sqlite:///{REPO_ROOT / 'optuna.db'}"
+
+
+if __name__ == "__main__":  # `make ui` / `make optuna-ui` ask here which store to open
+    what = sys.argv[1] if len(sys.argv) > 1 else ""
+    stores = {"tracking-uri": tracking_uri, "optuna-storage": optuna_storage}
+    if what not in stores:
+        sys.exit(f"usage: python -m rank_sweep.paths {{{' | '.join(stores)}}}")
+    sys.stdout.write(stores[what]() + "\n")

@@ -32,30 +32,41 @@ def _small_synth():
 
 
 @pytest.fixture(scope="session")
-def synth_ucf101(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def synth_dir(tmp_path_factory: pytest.TempPathFactory):
+    """`synth_dir(layout)`: a small synthetic dataset in that layout, written once per session."""
     from rank_sweep.data.synth import write_synthetic
 
-    root = tmp_path_factory.mktemp("ucf101")
-    write_synthetic("ucf101", root, _small_synth())
-    return root
+    written: dict[str, Path] = {}
+
+    def get(layout: str) -> Path:
+        if layout not in written:
+            root = tmp_path_factory.mktemp(layout)
+            write_synthetic(layout, root, _small_synth())
+            written[layout] = root
+        return written[layout]
+
+    return get
+
+
+@pytest.fixture(scope="session", params=["ucf101", "kinetics400", "folder"])
+def synth(request: pytest.FixtureRequest, synth_dir) -> tuple[str, Path]:
+    """(layout, root) for each layout in turn: a test taking it runs once per layout."""
+    return request.param, synth_dir(request.param)
 
 
 @pytest.fixture(scope="session")
-def synth_kinetics400(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rank_sweep.data.synth import write_synthetic
-
-    root = tmp_path_factory.mktemp("k400")
-    write_synthetic("kinetics400", root, _small_synth())
-    return root
+def synth_ucf101(synth_dir) -> Path:
+    return synth_dir("ucf101")
 
 
 @pytest.fixture(scope="session")
-def synth_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from rank_sweep.data.synth import write_synthetic
+def synth_kinetics400(synth_dir) -> Path:
+    return synth_dir("kinetics400")
 
-    root = tmp_path_factory.mktemp("folder")
-    write_synthetic("folder", root, _small_synth())
-    return root
+
+@pytest.fixture(scope="session")
+def synth_folder(synth_dir) -> Path:
+    return synth_dir("folder")
 
 
 @pytest.fixture(scope="session")
@@ -68,26 +79,59 @@ def tiny_wan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def make_spec(tiny_wan_dir: Path):
+    """`make_spec(path=tiny_wan_dir, cls=WanSpec, **model_keys)`: a spec built the way jobs
+    build it, from a `model` config (the schema's ModelConfig), on CPU."""
+    import torch
+
+    from rank_sweep.config.schema import ModelConfig
+    from rank_sweep.model.spec import WanSpec
+
+    def build(path: Path | None = tiny_wan_dir, cls: type = WanSpec, **keys):
+        cfg = ModelConfig(path=None if path is None else str(path), **keys)
+        return cls.from_config(cfg, torch.device("cpu"))
+
+    return build
+
+
 @pytest.fixture
 def compose():
-    """Compose the real Hydra config with overrides: `compose(["lora.rank=4"])`."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from rank_sweep.config import register_configs
-    from rank_sweep.paths import CONF_DIR, REPO_ROOT
-
-    os.environ.setdefault("RANK_SWEEP_ROOT", str(REPO_ROOT))
-    register_configs()
+    """Compose the real Hydra config with overrides, as preflight and the CLI do:
+    `compose(["lora.rank=4"])`."""
+    from rank_sweep.config.preflight import compose_job
 
     def _compose(overrides: list[str] | None = None):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return hydra_compose(config_name="config", overrides=list(overrides or []))
+        return compose_job(list(overrides or []))
 
-    yield _compose
-    GlobalHydra.instance().clear()
+    return _compose
+
+
+# Overrides that keep a composed job tiny and its stores in the test's temp dir.
+TEST_OVERRIDES = ["train.steps=4", "eval.every=2", "track.system_metrics=false"]
+
+
+@pytest.fixture(scope="package")
+def cfg_global():
+    """The default config composed once per test package (composition costs seconds),
+    like lightning-hydra-template's cfg_train_global; take `cfg` for a private copy."""
+    from rank_sweep.config.preflight import compose_job
+
+    return compose_job(TEST_OVERRIDES)
+
+
+@pytest.fixture
+def cfg(cfg_global, tmp_path: Path):
+    """A private copy of `cfg_global` whose outputs, job state and stores are in tmp_path."""
+    from omegaconf import open_dict
+
+    c = cfg_global.copy()
+    with open_dict(c):
+        c.output_dir = str(tmp_path / "out")
+        c.state_dir = str(tmp_path / "jobs")
+        c.track.uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+        c.prune.storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    return c
 
 
 # ---- area fixtures below (append only) ----

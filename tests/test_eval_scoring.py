@@ -11,6 +11,7 @@ import pytest
 from rank_sweep.eval.detectors.loaders import load_frame_detector, load_video_detector
 from rank_sweep.eval.real_stats import real_features, real_stats_key, real_stats_path
 from rank_sweep.eval.scoring import protocol_stamp, score
+from rank_sweep.track import contract as C
 
 SIZE = 32
 
@@ -98,7 +99,7 @@ def test_score_and_stamp(eval_set, video_det) -> None:
         dataset="synthetic", split="test", sample_steps=4, seed=0,
         kid_subset_size=int(out["kid_subset_size_used"]),
     )  # fmt: skip
-    assert stamp["detector.pretrained"] == "false"
+    assert stamp[C.TAG_DETECTOR_PRETRAINED] == "false"
     assert stamp["detector.video.sha256"] == video_det.sha256
     assert stamp["detector.frame.size"] == "75"
     assert stamp["eval.kid_subset_size"] == str(4 * n)
@@ -121,7 +122,7 @@ def test_cli_two_folders(tmp_path: Path, synth_folder: Path, capsys: pytest.Capt
     assert "random-init detectors" in cap.err
     result = json.loads(cap.out.strip().splitlines()[-1])
     assert result["metrics"]["fvd"] < 1e-6  # a folder against itself
-    assert result["stamp"]["detector.pretrained"] == "false"
+    assert result["stamp"][C.TAG_DETECTOR_PRETRAINED] == "false"
     assert result["stamp"]["eval.n_real"] == str(len(videos))
     empty = tmp_path / "empty"
     empty.mkdir()

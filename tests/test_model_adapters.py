@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rank_sweep.config.schema import WAN_BLOCK_LINEARS, LoraConfig
+from rank_sweep.config.schema import LoraConfig
 from rank_sweep.model.adapters import (
     LORA_WEIGHT_NAME,
     analytic_lora_params,
@@ -19,6 +19,7 @@ from rank_sweep.model.adapters import (
     save_result,
     trainable_state_dict,
 )
+from rank_sweep.model.blocks import WAN_BLOCK_LINEARS
 from rank_sweep.model.layout import ModelError
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from rank_sweep.config.schema import WAN_BLOCK_LINEARS
 from rank_sweep.model.adapters import analytic_lora_params
+from rank_sweep.model.blocks import WAN_BLOCK_LINEARS
 from rank_sweep.model.meta import WAN_I2V_14B_CONFIG, build_transformer_meta, lora_param_table
 
 

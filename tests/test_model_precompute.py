@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -32,11 +31,6 @@ def dataset(synth_ucf101: Path):
     return build_dataset(cfg, "train", train=False, frames=5, height=32, width=32, max_clips=4)
 
 
-def _spec(tiny: Path) -> CountingSpec:
-    cfg = SimpleNamespace(path=str(tiny), dtype="float32", flow_shift=3.0, tiny_seed=0)
-    return CountingSpec.from_config(cfg, torch.device("cpu"))
-
-
 def test_cache_key_tracks_content_not_location(tiny_wan_dir: Path, tmp_path: Path) -> None:
     from rank_sweep.model.tiny import make_tiny
 
@@ -51,9 +45,9 @@ def test_cache_key_tracks_content_not_location(tiny_wan_dir: Path, tmp_path: Pat
 
 
 def test_precompute_reuses_and_recomputes_corrupt_entries(
-    tiny_wan_dir: Path, dataset, tmp_path: Path, caplog
+    make_spec, tiny_wan_dir: Path, dataset, tmp_path: Path, caplog
 ) -> None:
-    spec = _spec(tiny_wan_dir)
+    spec = make_spec(cls=CountingSpec)
     out = tmp_path / cache_key(tiny_wan_dir, dataset.fingerprint(), 5, 32, 32)
     first = precompute(spec, dataset, out)
     assert isinstance(first, PrecomputedSet) and first.computed == len(dataset) == len(first)

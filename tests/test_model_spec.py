@@ -5,23 +5,21 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
 
+from rank_sweep.config.schema import ModelConfig
 from rank_sweep.model.spec import ModelError, WanSpec, resolve_model_path
 
 
-def _cfg(path, seed: int = 0) -> SimpleNamespace:
-    return SimpleNamespace(
-        path=None if path is None else str(path), dtype="float32", flow_shift=3.0, tiny_seed=seed
-    )
+def _cfg(path, seed: int = 0) -> ModelConfig:
+    return ModelConfig(path=None if path is None else str(path), tiny_seed=seed)
 
 
 @pytest.fixture(scope="module")
-def spec(tiny_wan_dir: Path) -> WanSpec:
-    return WanSpec.from_config(_cfg(tiny_wan_dir), torch.device("cpu"))
+def spec(make_spec) -> WanSpec:
+    return make_spec()
 
 
 def test_pipeline_from_pretrained_loads_every_part(tiny_wan_dir: Path) -> None:
@@ -115,7 +113,7 @@ def test_i2v_condition_shapes_and_mask(spec: WanSpec) -> None:
 
 
 def test_encode_decode_shapes(spec: WanSpec) -> None:
-    assert spec.vae_scale == (4, 8) and spec.flow_shift == 3.0
+    assert spec.vae_scale == (4, 8) and spec.shift == 3.0
     lat = spec.encode_video(torch.rand(1, 3, 9, 32, 32) * 2 - 1)
     assert lat.shape == (1, 16, 3, 4, 4)
     pix = spec.decode_latents(lat)

@@ -12,6 +12,7 @@ import pytest
 from rank_sweep.report import build_report, check_protocols, load_runs, metric_history, random_init
 from rank_sweep.report.__main__ import main as report_main
 from rank_sweep.report.table import RANDOM_INIT_BANNER, compute_hours, pareto_mask
+from rank_sweep.track import contract as C
 
 DATASETS = ("ucf101", "kinetics400")
 TOTAL = 1_000_000  # full transformer parameters
@@ -80,7 +81,7 @@ def write_sweep(
             exp_id,
             start_time=start,
             run_name=f"sweep-{sweep_id}",
-            tags={"rank_sweep.role": "sweep", "rank_sweep.sweep_id": sweep_id},
+            tags={C.TAG_ROLE: "sweep", C.TAG_SWEEP_ID: sweep_id},
         ).info.run_id
     logged = {}
     settings = [(seed, r) for seed in seeds for r in [*ranks, *([None] if full else [])]]
@@ -88,17 +89,17 @@ def write_sweep(
         method = "full" if rank is None else "lora"
         status = "failed" if rank in failed else "pruned" if rank in pruned else "completed"
         tags = {
-            "rank_sweep.method": method,
-            "rank_sweep.lora_rank": "" if rank is None else str(rank),
-            "rank_sweep.status": status,
-            "rank_sweep.fingerprint": f"fp{sweep_id}{i}",
+            C.TAG_METHOD: method,
+            C.TAG_LORA_RANK: "" if rank is None else str(rank),
+            C.TAG_STATUS: status,
+            C.TAG_FINGERPRINT: f"fp{sweep_id}{i}",
         }
         if parent:
-            tags |= {"mlflow.parentRunId": parent_id, "rank_sweep.sweep_id": sweep_id}
+            tags |= {C.TAG_PARENT: parent_id, C.TAG_SWEEP_ID: sweep_id}
         if rank in pruned:
-            tags["rank_sweep.pruned_step"] = str(pruned[rank])
+            tags[C.TAG_PRUNED_STEP] = str(pruned[rank])
         if rank in failed:
-            tags["rank_sweep.error"] = "RuntimeError: out of memory"
+            tags[C.TAG_ERROR] = "RuntimeError: out of memory"
         params = {
             "finetune.method": method,
             "finetune.lr": 3e-5,

@@ -1,22 +1,22 @@
-"""I2V sampling for evaluation equals WanImageToVideoPipeline for the same inputs."""
+"""I2V sampling for evaluation, on the path the evaluator takes (precompute entry ->
+conditioning -> sampler), equals WanImageToVideoPipeline for the same inputs."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
-from rank_sweep.eval.sample import sample_i2v
+from rank_sweep.eval.sample import conditioning_from_entry, sample_from_conditioning
+from rank_sweep.model.precompute import encode_item
 from rank_sweep.model.spec import WanSpec
 
 
 @pytest.fixture(scope="module")
-def spec(tiny_wan_dir: Path) -> WanSpec:
-    cfg = SimpleNamespace(path=str(tiny_wan_dir), dtype="float32", flow_shift=3.0, tiny_seed=0)
-    return WanSpec.from_config(cfg, torch.device("cpu"))
+def spec(make_spec) -> WanSpec:
+    return make_spec()
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,36 @@ CAPTIONS = ["a video of moving square", "a video of bouncing ball"]
 KW = dict(num_frames=9, steps=4, guidance_scale=3.0, seed=7)
 
 
+def evaluator_conditioning(
+    spec: WanSpec, frames: torch.Tensor, captions: list[str], num_frames: int, guidance: float
+) -> list[dict[str, torch.Tensor]]:
+    """Per clip: the precompute entry of a dataset item (a still clip of its first frame;
+    the sampler only reads the conditioning) turned into sampler input, as Evaluator does."""
+    neg = spec.encode_prompts([""]).cpu() if guidance > 1 else None
+    out = []
+    for frame, caption in zip(frames, captions):
+        still = (frame.permute(2, 0, 1).float() / 127.5 - 1.0)[:, None]
+        item = {
+            "pixels": still.repeat(1, num_frames, 1, 1),
+            "caption": caption,
+            "first_frame": frame,
+        }
+        out.append(conditioning_from_entry(encode_item(spec, item, {}), neg))
+    return out
+
+
+def sample(spec, transformer, frames, captions, *, num_frames, steps, guidance_scale, seed):
+    conds = evaluator_conditioning(spec, frames, captions, num_frames, guidance_scale)
+    kw = dict(num_frames=num_frames, steps=steps, guidance_scale=guidance_scale)
+    # Clip i is drawn with seed + i, as the evaluator does for its clips.
+    return torch.cat(
+        [
+            sample_from_conditioning(spec, transformer, c, seed=seed + i, **kw)
+            for i, c in enumerate(conds)
+        ]
+    )
+
+
 def test_matches_diffusers_pipeline(
     spec: WanSpec, tiny_wan_dir: Path, frames: torch.Tensor
 ) -> None:
@@ -36,7 +66,7 @@ def test_matches_diffusers_pipeline(
     from PIL import Image
 
     transformer = spec.load_transformer().train()
-    video = sample_i2v(spec, transformer, frames, CAPTIONS, **KW)
+    video = sample(spec, transformer, frames, CAPTIONS, **KW)
     assert video.shape == (2, 9, 32, 48, 3) and video.dtype == torch.uint8
     assert transformer.training  # train mode restored
 
@@ -60,7 +90,7 @@ def test_matches_diffusers_pipeline(
 
 def test_deterministic_and_seed_dependent(spec: WanSpec, frames: torch.Tensor) -> None:
     transformer = spec.load_transformer().eval()
-    a = sample_i2v(
+    a = sample(
         spec,
         transformer,
         frames[:1],
@@ -70,7 +100,7 @@ def test_deterministic_and_seed_dependent(spec: WanSpec, frames: torch.Tensor) -
         guidance_scale=1.0,
         seed=3,
     )
-    b = sample_i2v(
+    b = sample(
         spec,
         transformer,
         frames[:1],
@@ -80,7 +110,7 @@ def test_deterministic_and_seed_dependent(spec: WanSpec, frames: torch.Tensor) -
         guidance_scale=1.0,
         seed=3,
     )
-    c = sample_i2v(
+    c = sample(
         spec,
         transformer,
         frames[:1],
@@ -107,14 +137,13 @@ def test_uses_the_adapted_transformer(spec: WanSpec, frames: torch.Tensor) -> No
                 p.fill_(0.05)
     kw = dict(num_frames=5, steps=2, guidance_scale=1.0, seed=0)
     assert not torch.equal(
-        sample_i2v(spec, base, frames[:1], CAPTIONS[:1], **kw),
-        sample_i2v(spec, adapted, frames[:1], CAPTIONS[:1], **kw),
+        sample(spec, base, frames[:1], CAPTIONS[:1], **kw),
+        sample(spec, adapted, frames[:1], CAPTIONS[:1], **kw),
     )
 
 
-def test_rejects_bad_inputs(spec: WanSpec, frames: torch.Tensor) -> None:
+def test_guidance_needs_the_negative_prompt(spec: WanSpec, frames: torch.Tensor) -> None:
     transformer = spec.load_transformer()
-    with pytest.raises(ValueError, match="uint8"):
-        sample_i2v(spec, transformer, frames.float(), CAPTIONS, **KW)
-    with pytest.raises(ValueError, match="captions"):
-        sample_i2v(spec, transformer, frames, CAPTIONS[:1], **KW)
+    (cond,) = evaluator_conditioning(spec, frames[:1], CAPTIONS[:1], 9, guidance=1.0)
+    with pytest.raises(ValueError, match="guidance"):
+        sample_from_conditioning(spec, transformer, cond, **KW)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, open_dict
 
 from rank_sweep.paths import CONF_DIR, REPO_ROOT
 from rank_sweep.sweep.callbacks import SweepCallback, read_sweep_info, sweep_id_for
+from rank_sweep.track import contract as C
 from rank_sweep.track.tracker import Tracker
 
 
@@ -65,9 +66,9 @@ def test_callback_creates_parent_study_and_reuses_them(tmp_path: Path, stores: d
     assert (info.tracking_uri, info.storage) == (stores["uri"], stores["storage"])
     client = MlflowClient(stores["uri"])
     parent = client.get_run(info.parent_run_id)
-    assert parent.data.tags["rank_sweep.role"] == "sweep"
-    assert parent.data.tags["rank_sweep.sweep_id"] == info.sweep_id
-    assert "lora.rank=4,8" in parent.data.tags["rank_sweep.overrides"]
+    assert parent.data.tags[C.TAG_ROLE] == "sweep"
+    assert parent.data.tags[C.TAG_SWEEP_ID] == info.sweep_id
+    assert "lora.rank=4,8" in parent.data.tags[C.TAG_OVERRIDES]
     assert parent.info.status == "RUNNING"
     study = optuna.load_study(study_name=info.study_name, storage=stores["storage"])
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
@@ -77,7 +78,7 @@ def test_callback_creates_parent_study_and_reuses_them(tmp_path: Path, stores: d
         tr = Tracker(info.tracking_uri, info.experiment)
         tr.start(
             run_name=f"lora-r{rank}",
-            tags={"rank_sweep.sweep_id": info.sweep_id, "rank_sweep.fingerprint": f"f{rank}"},
+            tags={C.TAG_SWEEP_ID: info.sweep_id, C.TAG_FINGERPRINT: f"f{rank}"},
             params={},
             parent_run_id=info.parent_run_id,
             system_metrics=False,
@@ -86,9 +87,9 @@ def test_callback_creates_parent_study_and_reuses_them(tmp_path: Path, stores: d
     cb.on_multirun_end(cfg)
     ended = client.get_run(info.parent_run_id)
     assert ended.info.status == "FINISHED"
-    assert ended.data.tags["rank_sweep.n_completed"] == "1"
-    assert ended.data.tags["rank_sweep.n_pruned"] == "1"
-    assert ended.data.tags["rank_sweep.n_failed"] == "0"
+    assert ended.data.tags[C.status_count_tag(C.COMPLETED)] == "1"
+    assert ended.data.tags[C.status_count_tag(C.PRUNED)] == "1"
+    assert ended.data.tags[C.status_count_tag(C.FAILED)] == "0"
 
     # The same command again (new timestamped dir): same sweep id, same parent, same study.
     cfg2 = _multirun_config(tmp_path / "run2", stores, ["lora.rank=4,8"])
@@ -130,6 +131,7 @@ from rank_sweep.prune.study import make_pruner
 from rank_sweep.prune.trial import JobTrial
 from rank_sweep.sweep.callbacks import read_sweep_info
 from rank_sweep.track.tracker import Tracker
+from rank_sweep.track import contract as C
 
 register_configs()
 
@@ -139,7 +141,7 @@ def main(cfg: DictConfig) -> float:
     info = read_sweep_info(Path(HydraConfig.get().sweep.dir))
     rank = int(cfg.lora.rank)
     tr = Tracker(info.tracking_uri, info.experiment)
-    tr.start(run_name=f"lora-r{{rank}}", tags={{"rank_sweep.fingerprint": f"r{{rank}}"}},
+    tr.start(run_name=f"lora-r{{rank}}", tags={{C.TAG_FINGERPRINT: f"r{{rank}}"}},
              params={{}}, parent_run_id=info.parent_run_id, system_metrics=False)
     trial = JobTrial.open(info.storage, info.study_name, make_pruner(cfg.prune),
                           params={{"method": "lora", "lora_rank": rank}},
@@ -182,8 +184,8 @@ def test_real_multirun_uses_callback(tmp_path: Path, stores: dict) -> None:
     client = MlflowClient(uri)
     parent = client.get_run(info.parent_run_id)
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["rank_sweep.n_completed"] == "1"
-    assert parent.data.tags["rank_sweep.n_pruned"] == "1"
+    assert parent.data.tags[C.status_count_tag(C.COMPLETED)] == "1"
+    assert parent.data.tags[C.status_count_tag(C.PRUNED)] == "1"
     study = optuna.load_study(study_name=info.study_name, storage=storage)
     states = {t.params["lora_rank"]: t.state.name for t in study.trials}
     assert states == {4: "COMPLETE", 8: "PRUNED"}

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rank_sweep.paths import REPO_ROOT
+from rank_sweep.track import contract as C
 
 TINY = [
     "train.steps=4",
@@ -69,12 +70,12 @@ def runs_of(stores: dict[str, str], sweep_name: str) -> tuple[object, list]:
     parents = [
         r
         for r in runs
-        if r.data.tags.get("rank_sweep.role") == "sweep"
-        and sweep_name in r.data.tags.get("rank_sweep.sweep_id", "")
+        if r.data.tags.get(C.TAG_ROLE) == "sweep"
+        and sweep_name in r.data.tags.get(C.TAG_SWEEP_ID, "")
     ]
     assert len(parents) == 1, [p.data.tags for p in parents]
     parent = parents[0]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    children = [r for r in runs if r.data.tags.get(C.TAG_PARENT) == parent.info.run_id]
     return parent, children
 
 
@@ -95,19 +96,16 @@ def test_sweep_basic_parent_children_and_trials(stores) -> None:
     assert len(children) == 2
     for run in children:
         tags = run.data.tags
-        assert tags["rank_sweep.method"] == "lora" and tags["rank_sweep.lora_rank"] in ("4", "8")
-        assert tags["rank_sweep.status"] in ("completed", "pruned")
-        assert tags["rank_sweep.sweep_id"] == parent.data.tags["rank_sweep.sweep_id"]
+        assert tags[C.TAG_METHOD] == "lora" and tags[C.TAG_LORA_RANK] in ("4", "8")
+        assert tags[C.TAG_STATUS] in ("completed", "pruned")
+        assert tags[C.TAG_SWEEP_ID] == parent.data.tags[C.TAG_SWEEP_ID]
         hist = MlflowClient(stores["mlflow"]).get_metric_history(run.info.run_id, "fvd/synthetic")
         assert len(hist) >= 1
         assert "model/trainable_params" in run.data.metrics and "kid/synthetic" in run.data.metrics
-    study = optuna.load_study(
-        study_name=parent.data.tags["rank_sweep.sweep_id"], storage=stores["optuna"]
-    )
+    study = optuna.load_study(study_name=parent.data.tags[C.TAG_SWEEP_ID], storage=stores["optuna"])
     states = sorted(t.state.name for t in study.trials)
     expected = sorted(
-        "COMPLETE" if r.data.tags["rank_sweep.status"] == "completed" else "PRUNED"
-        for r in children
+        "COMPLETE" if r.data.tags[C.TAG_STATUS] == "completed" else "PRUNED" for r in children
     )
     assert states == expected
 
@@ -132,7 +130,7 @@ def test_sweep_joblib_two_parallel_jobs_one_sqlite_store(stores) -> None:
     assert len(children) == 2
     client = MlflowClient(stores["mlflow"])
     for run in children:
-        assert run.data.tags["rank_sweep.status"] in ("completed", "pruned")
+        assert run.data.tags[C.TAG_STATUS] in ("completed", "pruned")
         losses = client.get_metric_history(run.info.run_id, "train/loss")
         steps = [m.step for m in losses]
         assert len(steps) == len(set(steps)) and len(steps) >= 2
@@ -142,10 +140,10 @@ def test_failing_job_leaves_the_others_running(stores) -> None:
     proc = cli(stores, "-m", "sweep_name=failing", "model.path=null,/nonexistent/wan", check=False)
     assert proc.returncode != 0
     _, children = runs_of(stores, "failing")
-    status = sorted(r.data.tags["rank_sweep.status"] for r in children)
+    status = sorted(r.data.tags[C.TAG_STATUS] for r in children)
     assert status[-1] == "failed" and status[0] in ("completed", "pruned")
-    failed = [r for r in children if r.data.tags["rank_sweep.status"] == "failed"][0]
-    assert "nonexistent" in failed.data.tags["rank_sweep.error"]
+    failed = [r for r in children if r.data.tags[C.TAG_STATUS] == "failed"][0]
+    assert "nonexistent" in failed.data.tags[C.TAG_ERROR]
 
 
 def test_killed_job_resumes_the_same_mlflow_run(stores, tmp_path: Path) -> None:
@@ -184,7 +182,7 @@ def test_killed_job_resumes_the_same_mlflow_run(stores, tmp_path: Path) -> None:
     cli(stores, *args, f"output_dir={tmp_path}/b")
     after = killed_runs()
     assert [r.info.run_id for r in after] == [first[0].info.run_id]
-    assert after[0].data.tags["rank_sweep.status"] == "completed"
+    assert after[0].data.tags[C.TAG_STATUS] == "completed"
     steps = [m.step for m in client.get_metric_history(after[0].info.run_id, "train/loss")]
     assert sorted(steps) == sorted(set(steps)) and max(steps) == 6
 
@@ -201,20 +199,15 @@ def aggressive(stores) -> subprocess.CompletedProcess:
 def test_aggressive_asha_prunes_and_full_runs_once(stores, aggressive) -> None:
     proc = aggressive
     parent, children = runs_of(stores, "aggressive")
-    methods = sorted(r.data.tags["rank_sweep.method"] for r in children)
+    methods = sorted(r.data.tags[C.TAG_METHOD] for r in children)
     assert methods == ["full", "lora", "lora", "lora", "lora"]  # full once, then reused
     assert (proc.stdout + proc.stderr).count("reusing finished run") >= 3
-    status = {
-        r.data.tags["rank_sweep.lora_rank"] or "full": r.data.tags["rank_sweep.status"]
-        for r in children
-    }
+    status = {r.data.tags[C.TAG_LORA_RANK] or "full": r.data.tags[C.TAG_STATUS] for r in children}
     assert status["full"] == "completed"
     assert "pruned" in status.values(), status
-    pruned = [r for r in children if r.data.tags["rank_sweep.status"] == "pruned"]
-    assert all(int(r.data.tags["rank_sweep.pruned_step"]) < 4 for r in pruned)
-    study = optuna.load_study(
-        study_name=parent.data.tags["rank_sweep.sweep_id"], storage=stores["optuna"]
-    )
+    pruned = [r for r in children if r.data.tags[C.TAG_STATUS] == "pruned"]
+    assert all(int(r.data.tags[C.TAG_PRUNED_STEP]) < 4 for r in pruned)
+    study = optuna.load_study(study_name=parent.data.tags[C.TAG_SWEEP_ID], storage=stores["optuna"])
     assert sorted(t.state.name for t in study.trials) == sorted(
         {"completed": "COMPLETE", "pruned": "PRUNED"}[s] for s in status.values()
     )
@@ -224,7 +217,7 @@ def test_report_on_the_real_sweep_matches_mlflow(stores, aggressive, tmp_path: P
     from rank_sweep.report import build_report, load_runs
 
     parent, children = runs_of(stores, "aggressive")
-    df = load_runs(stores["mlflow"], sweep_id=parent.data.tags["rank_sweep.sweep_id"])
+    df = load_runs(stores["mlflow"], sweep_id=parent.data.tags[C.TAG_SWEEP_ID])
     assert len(df) == len(children) == 5
     assert df.iloc[0]["method"] == "full"  # baseline on top
     by_id = {r.info.run_id: r for r in children}
@@ -233,7 +226,7 @@ def test_report_on_the_real_sweep_matches_mlflow(stores, aggressive, tmp_path: P
         assert row["fvd/synthetic"] == pytest.approx(run.data.metrics["fvd/synthetic"])
         assert row["kid/synthetic"] == pytest.approx(run.data.metrics["kid/synthetic"])
         assert row["trainable_params"] == run.data.metrics["model/trainable_params"]
-        assert row["status"] == run.data.tags["rank_sweep.status"]
+        assert row["status"] == run.data.tags[C.TAG_STATUS]
     paths = build_report(df, tmp_path / "report")
     assert paths.csv.exists() and paths.html.exists() and paths.markdown.exists()
     assert "RANDOM-INIT" in paths.html.read_text().upper()
@@ -246,7 +239,7 @@ def test_demo_sweep_holds_what_make_demo_promises(stores) -> None:
     at >= 2 eval steps and a status tag, and Optuna trial states matching those tags."""
     cli(stores, "-m", "+experiment=demo", "sweep_name=demo_check")
     parent, children = runs_of(stores, "demo_check")
-    assert sorted(r.data.tags["rank_sweep.lora_rank"] or "full" for r in children) == sorted(
+    assert sorted(r.data.tags[C.TAG_LORA_RANK] or "full" for r in children) == sorted(
         ["4", "8", "16", "32", "64", "full"]
     )
     client = MlflowClient(stores["mlflow"])
@@ -256,17 +249,15 @@ def test_demo_sweep_holds_what_make_demo_promises(stores) -> None:
                 run.info.run_name,
                 key,
             )
-        assert run.data.tags["rank_sweep.status"] in ("completed", "pruned")
-        assert run.data.tags["detector.pretrained"] == "false"
-    study = optuna.load_study(
-        study_name=parent.data.tags["rank_sweep.sweep_id"], storage=stores["optuna"]
-    )
+        assert run.data.tags[C.TAG_STATUS] in ("completed", "pruned")
+        assert run.data.tags[C.TAG_DETECTOR_PRETRAINED] == "false"
+    study = optuna.load_study(study_name=parent.data.tags[C.TAG_SWEEP_ID], storage=stores["optuna"])
     by_rank = {t.params["lora_rank"]: t.state.name for t in study.trials}
     for run in children:
-        rank = int(run.data.tags["rank_sweep.lora_rank"] or 0)
+        rank = int(run.data.tags[C.TAG_LORA_RANK] or 0)
         assert (
             by_rank[rank]
-            == {"completed": "COMPLETE", "pruned": "PRUNED"}[run.data.tags["rank_sweep.status"]]
+            == {"completed": "COMPLETE", "pruned": "PRUNED"}[run.data.tags[C.TAG_STATUS]]
         )
     assert len(study.trials) == 6
 
@@ -291,4 +282,4 @@ def test_fsdp_job_spawns_two_workers_and_saves_once(stores, tmp_path: Path) -> N
         for r in client.search_runs([exp.experiment_id])
         if r.data.params.get("sweep_name") == "fsdp"
     ]
-    assert len(runs) == 1 and runs[0].data.tags["rank_sweep.status"] == "completed"  # rank 0 only
+    assert len(runs) == 1 and runs[0].data.tags[C.TAG_STATUS] == "completed"  # rank 0 only

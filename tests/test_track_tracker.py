@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
+from rank_sweep.track import contract as C
 from rank_sweep.track.retry import is_lock_error, with_lock_retry
 from rank_sweep.track.runs import child_runs, status_counts
 from rank_sweep.track.store import artifact_root_for, check_uri, ensure_store, sqlite_path
@@ -37,10 +38,10 @@ def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
 def _child(uri: str, fp: str, parent: str | None = None, **kw) -> Tracker:
     tr = Tracker(uri, EXP)
     tags = {
-        "rank_sweep.method": "lora",
-        "rank_sweep.lora_rank": "8",
-        "rank_sweep.sweep_id": "s-1",
-        "rank_sweep.fingerprint": fp,
+        C.TAG_METHOD: "lora",
+        C.TAG_LORA_RANK: "8",
+        C.TAG_SWEEP_ID: "s-1",
+        C.TAG_FINGERPRINT: fp,
     }
     tr.start(run_name="lora-r8", tags=tags, params={"lora.rank": "8"}, parent_run_id=parent, **kw)
     return tr
@@ -75,7 +76,7 @@ def test_parent_child_tags_metrics_and_status(store: str, tmp_path: Path) -> Non
     parent = Tracker(store, EXP)
     pid = parent.start(
         run_name="sweep",
-        tags={"rank_sweep.role": "sweep", "rank_sweep.sweep_id": "s-1"},
+        tags={C.TAG_ROLE: "sweep", C.TAG_SWEEP_ID: "s-1"},
         params={},
         system_metrics=False,
     )
@@ -91,10 +92,10 @@ def test_parent_child_tags_metrics_and_status(store: str, tmp_path: Path) -> Non
 
     client = MlflowClient(store)
     run = client.get_run(child.run_id)
-    assert run.data.tags["mlflow.parentRunId"] == pid
-    assert run.data.tags["rank_sweep.status"] == "pruned"
-    assert run.data.tags["rank_sweep.pruned_step"] == "2"
-    assert run.data.tags["rank_sweep.method"] == "lora"
+    assert run.data.tags[C.TAG_PARENT] == pid
+    assert run.data.tags[C.TAG_STATUS] == "pruned"
+    assert run.data.tags[C.TAG_PRUNED_STEP] == "2"
+    assert run.data.tags[C.TAG_METHOD] == "lora"
     assert run.data.params["lora.rank"] == "8"
     assert run.info.status == "KILLED"
     assert _history(store, child.run_id, "fvd/synthetic") == [(1, 50.0), (2, 40.0)]
@@ -102,8 +103,8 @@ def test_parent_child_tags_metrics_and_status(store: str, tmp_path: Path) -> Non
     names = {f.path for f in client.list_artifacts(child.run_id)}
     assert {"summary.json", "config"} <= names
     prun = client.get_run(pid)
-    assert prun.data.tags["rank_sweep.role"] == "sweep"
-    assert "rank_sweep.status" not in prun.data.tags  # only jobs carry a status
+    assert prun.data.tags[C.TAG_ROLE] == "sweep"
+    assert C.TAG_STATUS not in prun.data.tags  # only jobs carry a status
     kids = child_runs(store, EXP, pid)
     assert [k.run_id for k in kids] == [child.run_id]
     assert status_counts(kids)["pruned"] == 1
@@ -112,8 +113,8 @@ def test_parent_child_tags_metrics_and_status(store: str, tmp_path: Path) -> Non
     failed.finish("failed", error="RuntimeError: boom\n" + "x" * 5000)
     frun = client.get_run(failed.run_id)
     assert frun.info.status == "FAILED"
-    assert frun.data.tags["rank_sweep.error"].startswith("RuntimeError: boom")
-    assert len(frun.data.tags["rank_sweep.error"]) <= 1000
+    assert frun.data.tags[C.TAG_ERROR].startswith("RuntimeError: boom")
+    assert len(frun.data.tags[C.TAG_ERROR]) <= 1000
     with pytest.raises(ValueError, match="status='done'"):
         failed.finish("done")
 
@@ -129,7 +130,7 @@ def test_resume_continues_same_run_without_duplicate_steps(store: str) -> None:
     second = Tracker(store, EXP)
     rid = second.start(
         run_name="lora-r8",
-        tags={"rank_sweep.fingerprint": "fp-resume"},
+        tags={C.TAG_FINGERPRINT: "fp-resume"},
         params={"lora.rank": "8", "output_dir": "/elsewhere"},
         resume_run_id=first.run_id,
         system_metrics=False,
@@ -147,7 +148,7 @@ def test_resume_continues_same_run_without_duplicate_steps(store: str) -> None:
     ]
     run = MlflowClient(store).get_run(rid)
     assert run.info.status == "FINISHED"
-    assert run.data.tags["rank_sweep.resumes"] == "1"
+    assert run.data.tags[C.TAG_RESUMES] == "1"
     assert run.data.params["output_dir"] == "/elsewhere"
     found = find_run_by_fingerprint(store, EXP, "fp-resume", ("completed", "pruned"))
     assert found is not None and found.run_id == rid and found.status == "completed"
@@ -231,7 +232,7 @@ def _parallel_worker(uri: str, fp: str, steps: int) -> str:
     tr = Tracker(uri, EXP)
     tr.start(
         run_name=fp,
-        tags={"rank_sweep.fingerprint": fp},
+        tags={C.TAG_FINGERPRINT: fp},
         params={f"p{i}": str(i) for i in range(30)},
         system_metrics=False,
     )
@@ -252,18 +253,18 @@ def test_two_processes_write_one_store(store: str) -> None:
     for rid in ids:
         for key in ("train/loss", "train/lr", "perf/step_time_s"):
             assert [s for s, _ in _history(store, rid, key)] == list(range(1, steps + 1))
-        assert MlflowClient(store).get_run(rid).data.tags["rank_sweep.status"] == "completed"
+        assert MlflowClient(store).get_run(rid).data.tags[C.TAG_STATUS] == "completed"
 
 
 def test_resume_of_unknown_run_opens_new_one(store: str) -> None:
     tr = Tracker(store, EXP)
     rid = tr.start(
         run_name="x",
-        tags={"rank_sweep.fingerprint": "fp-unknown"},
+        tags={C.TAG_FINGERPRINT: "fp-unknown"},
         params={},
         resume_run_id="0" * 32,
         system_metrics=False,
     )
     assert rid != "0" * 32
-    assert MlflowClient(store).get_run(rid).data.tags["rank_sweep.status"] == "running"
+    assert MlflowClient(store).get_run(rid).data.tags[C.TAG_STATUS] == "running"
     tr.finish("completed")

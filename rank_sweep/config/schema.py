@@ -10,13 +10,9 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
-WAN_BLOCK_LINEARS = [
-    "attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0",
-    "attn2.to_q", "attn2.to_k", "attn2.to_v", "attn2.to_out.0",
-    "attn2.add_k_proj", "attn2.add_v_proj",
-    "ffn.net.0.proj", "ffn.net.2",
-]  # fmt: skip
+from rank_sweep.model.blocks import WAN_ATTENTION_LINEARS, WAN_BLOCK_LINEARS
 
 
 @dataclass
@@ -26,7 +22,7 @@ class ModelConfig:
     # the cache on first use and loaded with from_pretrained like a real checkpoint.
     path: Optional[str] = None
     flow_shift: float = 3.0  # 3.0 for 480p, 5.0 for 720p (Wan's sampling shift)
-    dtype: str = "float32"  # weight dtype of the frozen parts: float32 | bfloat16
+    dtype: str = "float32"  # frozen text encoder dtype: float32 | bfloat16 | float16
     tiny_seed: int = 0  # seed of the tiny model's random weights
     # The clip shape the checkpoint was trained for; real-data configs default to it.
     native_frames: int = 9  # 81 for Wan2.1 I2V-14B (5 s at 16 fps)
@@ -93,6 +89,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_ratio: float = 0.05  # linear warm-up share of steps before cosine decay
     max_grad_norm: float = 1.0  # clip; 0 disables
+    # The one precision knob: loop autocast, FSDP2 param dtype, DeepSpeed bf16.
     mixed_precision: str = "auto"  # auto (bf16 where supported) | bf16 | no
     activation_checkpointing: bool = True  # trade ~30% compute for O(layers) less activation memory
     timestep_sampling: str = "logit_normal"  # uniform | logit_normal
@@ -112,7 +109,6 @@ class DistConfig:
     backend: str = "single"  # single | fsdp | deepspeed
     zero_stage: int = 0  # deepspeed ZeRO stage (2 or 3); unused otherwise
     nproc_per_node: int = 1  # workers per job; >1 and not under torchrun: the job spawns them
-    mixed_precision: str = "bf16"  # FSDP2 param dtype for compute where supported
     reshard_after_forward: bool = True  # FSDP2: free gathered params after forward (ZeRO-3-like)
     comm_backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
 
@@ -185,6 +181,16 @@ class RootConfig:
     extras: dict[str, Any] = field(default_factory=dict)  # free-form notes logged as params
 
 
+# Config resolvers naming model facts, so conf/ refers to them instead of copying them:
+# `lora.target_modules: ${wan_block_linears:}`.
+RESOLVERS = {
+    "wan_block_linears": lambda: list(WAN_BLOCK_LINEARS),
+    "wan_attention_linears": lambda: list(WAN_ATTENTION_LINEARS),
+}
+
+
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="rank_sweep_schema", node=RootConfig)
+    for name, fn in RESOLVERS.items():
+        OmegaConf.register_new_resolver(name, fn, replace=True)

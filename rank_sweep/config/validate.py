@@ -1,11 +1,25 @@
 """Cross-field and range checks that types cannot express. Each failure is one line
-naming the key, the value and what is allowed."""
+naming the key, the value and what is allowed.
+
+The allowed values of each choice are imported from the module that acts on them, so a
+value the code learns is allowed here at once, and nothing is allowed that the code lacks.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from omegaconf import DictConfig
+
+from rank_sweep.data.layouts import LAYOUTS
+from rank_sweep.eval.scoring import KNOWN_METRICS
+from rank_sweep.model.adapters import ALPHA_MODES, METHODS
+from rank_sweep.model.spec import MODEL_DTYPES
+from rank_sweep.prune.study import PRUNERS
+from rank_sweep.train.dist import BACKENDS, COMM_BACKENDS, ZERO_STAGES
+from rank_sweep.train.flow import SAMPLING_MODES
+from rank_sweep.train.precision import PRECISIONS
+from rank_sweep.utils.device import DEVICES
 
 
 class ConfigError(ValueError):
@@ -46,15 +60,15 @@ def validate(cfg: DictConfig) -> None:
         raise _bad("lora.alpha_ratio", cfg.lora.alpha_ratio, "a number > 0")
     if not cfg.lora.target_modules:
         raise _bad("lora.target_modules", [], "a non-empty list of block Linear names")
-    _choice(cfg, "lora.alpha_mode", ("fixed", "ratio", "rslora"))
-    _choice(cfg, "finetune.method", ("lora", "full"))
+    _choice(cfg, "lora.alpha_mode", ALPHA_MODES)
+    _choice(cfg, "finetune.method", METHODS)
     if not cfg.finetune.lr > 0:
         raise _bad("finetune.lr", cfg.finetune.lr, "a number > 0")
-    _choice(cfg, "model.dtype", ("float32", "bfloat16"))
+    _choice(cfg, "model.dtype", MODEL_DTYPES)
     if not cfg.train.lr_scale > 0:
         raise _bad("train.lr_scale", cfg.train.lr_scale, "a number > 0")
 
-    _choice(cfg, "data.layout", ("ucf101", "kinetics400", "folder"))
+    _choice(cfg, "data.layout", LAYOUTS)
     frames = cfg.data.frames
     if frames < 1 or (frames - 1) % 4:
         raise _bad("data.frames", frames, "4k+1 frames (1, 5, 9, ..., 81): the VAE stride is 4")
@@ -77,8 +91,8 @@ def validate(cfg: DictConfig) -> None:
     _int_range(cfg, "train.grad_accum", 1)
     _int_range(cfg, "train.checkpoint_every", 1)
     _int_range(cfg, "train.log_every", 1)
-    _choice(cfg, "train.mixed_precision", ("auto", "bf16", "no"))
-    _choice(cfg, "train.timestep_sampling", ("uniform", "logit_normal"))
+    _choice(cfg, "train.mixed_precision", PRECISIONS)
+    _choice(cfg, "train.timestep_sampling", SAMPLING_MODES)
     if not 0.0 <= cfg.train.warmup_ratio < 1.0:
         raise _bad("train.warmup_ratio", cfg.train.warmup_ratio, "a number in [0, 1)")
     if len(cfg.train.betas) != 2 or not all(0.0 <= b < 1.0 for b in cfg.train.betas):
@@ -86,16 +100,18 @@ def validate(cfg: DictConfig) -> None:
     if not all(0.0 < q < 1.0 for q in cfg.train.val_quantiles):
         raise _bad("train.val_quantiles", list(cfg.train.val_quantiles), "numbers in (0, 1)")
 
-    _choice(cfg, "dist.backend", ("single", "fsdp", "deepspeed"))
+    _choice(cfg, "dist.backend", BACKENDS)
     _int_range(cfg, "dist.nproc_per_node", 1)
-    if cfg.dist.backend == "deepspeed" and cfg.dist.zero_stage not in (2, 3):
-        raise _bad("dist.zero_stage", cfg.dist.zero_stage, "2 | 3 with dist.backend=deepspeed")
-    _choice(cfg, "dist.comm_backend", ("auto", "nccl", "gloo"))
-    _choice(cfg, "device", ("auto", "cpu", "cuda"))
+    if cfg.dist.backend == "deepspeed" and cfg.dist.zero_stage not in ZERO_STAGES:
+        stages = " | ".join(map(str, ZERO_STAGES))
+        raise _bad("dist.zero_stage", cfg.dist.zero_stage, f"{stages} with dist.backend=deepspeed")
+    _choice(cfg, "dist.comm_backend", COMM_BACKENDS)
+    _choice(cfg, "device", DEVICES)
 
-    bad = [m for m in cfg.eval.metrics if m not in ("fvd", "kid", "kvd")]
+    bad = [m for m in cfg.eval.metrics if m not in KNOWN_METRICS]
     if bad or not cfg.eval.metrics:
-        raise _bad("eval.metrics", list(cfg.eval.metrics), "a non-empty subset of [fvd, kid, kvd]")
+        subset = f"a non-empty subset of [{', '.join(KNOWN_METRICS)}]"
+        raise _bad("eval.metrics", list(cfg.eval.metrics), subset)
     for key in ("eval.every", "eval.num_real", "eval.num_fake", "eval.sample_steps", "eval.frames"):
         _int_range(cfg, key, 1)
     _int_range(cfg, "eval.detector_size", 32)
@@ -109,6 +125,6 @@ def validate(cfg: DictConfig) -> None:
     if cfg.eval.num_real < 2 or cfg.eval.num_fake < 2:
         raise _bad("eval.num_fake", cfg.eval.num_fake, ">= 2 clips each side (covariances)")
 
-    _choice(cfg, "prune.pruner", ("asha", "median", "none"))
+    _choice(cfg, "prune.pruner", PRUNERS)
     _int_range(cfg, "prune.min_resource", 1)
     _int_range(cfg, "prune.reduction_factor", 2)

@@ -10,8 +10,6 @@ show up in its log; the construction-time scan is what `.stats()` reports reliab
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -33,6 +31,7 @@ from rank_sweep.data.sampling import (
 )
 from rank_sweep.data.scan import scan
 from rank_sweep.data.video import VideoInfo, read_frames
+from rank_sweep.utils.keys import content_key
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +72,8 @@ class VideoClipDataset(Dataset):
         self.spec = spec
         self.train = train
         self.seed = int(seed)
+        # Latents are precomputed once per clip position, so every epoch trains on the
+        # start drawn for epoch 0; `train_start` still takes the epoch for other callers.
         self.epoch = 0
         self.meta = meta  # layout, root, split, fold, name
         self.skipped = skipped
@@ -81,10 +82,6 @@ class VideoClipDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.clips)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Training clips start elsewhere each epoch; evaluation clips never move."""
-        self.epoch = int(epoch)
 
     def indices_for(self, i: int) -> list[int]:
         """Source frame indices of clip i under the current epoch (pure given state)."""
@@ -168,7 +165,7 @@ class VideoClipDataset(Dataset):
             "stride": self.spec.stride,
             "sampling": f"train(seed={self.seed})" if self.train else "eval(start=0)",
         }
-        return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+        return content_key(blob, 16)
 
 
 def _resolve_root(data_cfg: Any) -> Path:

@@ -15,6 +15,7 @@ from rank_sweep.data.errors import DataError
 from rank_sweep.data.render import caption_for
 from rank_sweep.data.video import VIDEO_SUFFIXES
 
+LAYOUTS = ("ucf101", "kinetics400", "folder")  # what data.layout may say
 UCF_SPLITS = ("train", "test")
 K400_SPLITS = ("train", "validate", "test")
 

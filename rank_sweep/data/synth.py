@@ -14,12 +14,8 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any
@@ -29,13 +25,15 @@ from tqdm import tqdm
 
 from rank_sweep.config.schema import SynthConfig
 from rank_sweep.data.errors import DataError
+from rank_sweep.data.layouts import LAYOUTS
 from rank_sweep.data.render import caption_for, class_name, readable, render
 from rank_sweep.data.video import h264_encoder, write_video
 from rank_sweep.paths import cache_dir
+from rank_sweep.utils.atomic import publish_dir
+from rank_sweep.utils.keys import content_key
 
 log = logging.getLogger(__name__)
 
-LAYOUTS = ("ucf101", "kinetics400", "folder")
 WRITER_VERSION = 1  # bump when the written bytes change, so cached sets are rebuilt
 _UCF_BUCKETS = ((1, 7), (8, 14), (15, 21), (22, 25))
 _K400_SPLITS = ("train", "validate", "test", "train")
@@ -195,10 +193,7 @@ def write_synthetic(
 
 
 def synth_key(layout: str, spec: Any) -> str:
-    blob = json.dumps(
-        {"layout": layout, "spec": as_dict(spec), "v": WRITER_VERSION}, sort_keys=True
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:10]
+    return content_key({"layout": layout, "spec": as_dict(spec), "v": WRITER_VERSION}, 10)
 
 
 def ensure_synthetic(data_cfg: Any) -> Path:
@@ -212,17 +207,7 @@ def ensure_synthetic(data_cfg: Any) -> Path:
     final = cache_dir() / "data" / f"synthetic-{layout}-{synth_key(layout, spec)}"
     if (final / MARKER).exists():
         return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        log.info("writing synthetic %s dataset to %s (first use)", layout, final)
-        write_synthetic(layout, tmp, spec)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / MARKER).exists():
-                raise
-            log.info("another process wrote %s first; using it", final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    log.info("writing synthetic %s dataset to %s (first use)", layout, final)
+    return publish_dir(
+        final, lambda tmp: write_synthetic(layout, tmp, spec), lambda p: (p / MARKER).exists()
+    )

@@ -33,6 +33,7 @@ from rank_sweep.eval.detectors.loaders import (
     load_video_detector,
 )
 from rank_sweep.eval.scoring import KNOWN_METRICS, protocol_stamp, score
+from rank_sweep.track.contract import TAG_DETECTOR_PRETRAINED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +154,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (CliError, DataError, DetectorError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if result["stamp"]["detector.pretrained"] == "false":
+    if result["stamp"][TAG_DETECTOR_PRETRAINED] == "false":
         print(
             "WARNING: random-init detectors: these numbers only compare runs with each other",
             file=sys.stderr,

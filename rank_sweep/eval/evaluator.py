@@ -18,6 +18,8 @@ import torch
 from omegaconf import DictConfig
 from tqdm.auto import tqdm
 
+from rank_sweep.track.contract import SAMPLES_DIR, dataset_metric
+
 log = logging.getLogger(__name__)
 
 
@@ -90,26 +92,17 @@ class Evaluator:
         entries the latent precompute writes, so they are cached once for a whole sweep."""
         from torch.utils.data import Subset
 
-        from rank_sweep.model.precompute import cache_key, precompute
-        from rank_sweep.paths import cache_dir
+        from rank_sweep.eval.sample import conditioning_from_entry
+        from rank_sweep.model.precompute import precompute_cached
 
         es, d = self.eval_set, self.cfg.data
-        key = cache_key(self.spec.path, es.fingerprint(), self.sample_frames, d.height, d.width)
-        entries = precompute(
-            self.spec, Subset(es, range(self.n_fake)), cache_dir() / "latents" / key,
+        entries = precompute_cached(
+            self.spec, Subset(es, range(self.n_fake)), fingerprint=es.fingerprint(),
+            frames=self.sample_frames, height=int(d.height), width=int(d.width),
             desc="eval conditioning",
         )  # fmt: skip
         neg = self.spec.encode_prompts([""]).cpu() if float(self.ecfg.guidance_scale) > 1 else None
-        out = []
-        for entry in entries:
-            cond = {
-                k: entry[src][None]
-                for k, src in (("cond", "cond"), ("text", "text_emb"), ("image", "image_emb"))
-            }
-            if neg is not None:
-                cond["neg"] = neg
-            out.append(cond)
-        return out
+        return [conditioning_from_entry(entry, neg) for entry in entries]
 
     # -- at each eval -----------------------------------------------------------------------
     @torch.no_grad()
@@ -149,7 +142,9 @@ class Evaluator:
         )
         name = self.dataset_name
         metrics = {
-            f"{k}/{name}": float(v) for k, v in scores.items() if k != "kid_subset_size_used"
+            dataset_metric(k, name): float(v)
+            for k, v in scores.items()
+            if k != "kid_subset_size_used"
         }
         stamp = protocol_stamp(
             self.detectors.get("video"),
@@ -165,7 +160,7 @@ class Evaluator:
             kid_subset_size=int(scores.get("kid_subset_size_used", self.ecfg.kid_subset_size)),
         )
         videos = []
-        sample_dir = out_dir / "samples"
+        sample_dir = out_dir / SAMPLES_DIR
         sample_dir.mkdir(parents=True, exist_ok=True)
         fps = float(self.cfg.data.fps or 16)
         for i in range(min(int(self.ecfg.log_videos), len(fake_clips))):

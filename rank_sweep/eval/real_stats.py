@@ -8,10 +8,7 @@ bootstrap CIs need the samples.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from rank_sweep.paths import cache_dir
+from rank_sweep.utils.atomic import atomic_file
+from rank_sweep.utils.keys import content_key
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +27,7 @@ def real_stats_key(**parts: Any) -> str:
     """Stable cache key from named parts (order-independent); readable prefix + hash."""
     if not parts:
         raise ValueError("real_stats_key needs at least one part (dataset, detector, ...)")
-    canon = json.dumps({k: str(v) for k, v in parts.items()}, sort_keys=True)
-    digest = hashlib.sha256(canon.encode()).hexdigest()[:20]
-    return f"real_{digest}"
+    return f"real_{content_key({k: str(v) for k, v in parts.items()}, 20)}"
 
 
 def real_stats_path(key: str) -> Path:
@@ -61,13 +58,9 @@ def _write_cache(path: Path, feats: np.ndarray, sha256: str) -> None:
     # Detector outputs are float32 widened to float64: storing float32 is lossless then.
     as32 = feats.astype(np.float32)
     store = as32 if np.array_equal(as32.astype(np.float64), feats) else feats
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:  # a file object stops numpy appending another ".npz"
-            np.savez(f, features=store, detector_sha256=np.array(sha256))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        # A file object stops numpy appending another ".npz".
+        np.savez(f, features=store, detector_sha256=np.array(sha256))
 
 
 def real_features(

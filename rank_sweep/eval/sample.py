@@ -32,35 +32,18 @@ def to_uint8_video(pixels: torch.Tensor) -> torch.Tensor:
     return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 4, 1).contiguous()
 
 
-@torch.no_grad()
-def encode_conditioning(
-    spec,
-    first_frames: torch.Tensor,
-    captions: list[str],
-    *,
-    num_frames: int,
-    guidance_scale: float,
-    negative_prompt: str = "",
+def conditioning_from_entry(
+    entry: dict[str, torch.Tensor], neg: torch.Tensor | None = None
 ) -> dict[str, torch.Tensor]:
-    """Everything the denoiser needs from the encoders, computed once per eval clip so that
-    training and evaluation run with the text and image encoders freed."""
-    if first_frames.dtype != torch.uint8 or first_frames.ndim != 4 or first_frames.shape[-1] != 3:
-        raise ValueError(
-            f"first_frames must be uint8 [B,H,W,3], got {first_frames.dtype} {tuple(first_frames.shape)}"
-        )
-    b, h, w, _ = first_frames.shape
-    if len(captions) != b:
-        raise ValueError(f"{len(captions)} captions for {b} first frames")
-    if h % 16 or w % 16:
-        raise ValueError(f"height and width must be multiples of 16, got {h}x{w}")
-    ff = first_frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # uint8 -> [-1, 1]
+    """What `sample_from_conditioning` needs for one clip, from its precompute entry (the
+    same cached encodings training reads, so eval runs with the encoders freed); `neg`
+    is the encoded negative prompt when guidance is on."""
     out = {
-        "text": spec.encode_prompts(list(captions)),
-        "image": spec.encode_images(first_frames),
-        "cond": spec.i2v_condition(ff, num_frames),
+        k: entry[src][None]
+        for k, src in (("cond", "cond"), ("text", "text_emb"), ("image", "image_emb"))
     }
-    if guidance_scale > 1:
-        out["neg"] = spec.encode_prompts([negative_prompt] * b)
+    if neg is not None:
+        out["neg"] = neg
     return out
 
 
@@ -101,35 +84,3 @@ def sample_from_conditioning(
         return to_uint8_video(spec.decode_latents(latents)).cpu()
     finally:
         transformer.train(was_training)
-
-
-def sample_i2v(
-    spec,
-    transformer: torch.nn.Module,
-    first_frames: torch.Tensor,
-    captions: list[str],
-    *,
-    num_frames: int,
-    steps: int,
-    guidance_scale: float,
-    seed: int,
-    negative_prompt: str = "",
-) -> torch.Tensor:
-    """Generate uint8 videos [B, num_frames, H, W, 3] starting from uint8 first frames [B,H,W,3]."""
-    conditioning = encode_conditioning(
-        spec,
-        first_frames,
-        captions,
-        num_frames=num_frames,
-        guidance_scale=guidance_scale,
-        negative_prompt=negative_prompt,
-    )
-    return sample_from_conditioning(
-        spec,
-        transformer,
-        conditioning,
-        num_frames=num_frames,
-        steps=steps,
-        guidance_scale=guidance_scale,
-        seed=seed,
-    )

@@ -14,8 +14,9 @@ from rank_sweep.eval.metrics import (
     kid_from_features,
     kvd_from_features,
 )
+from rank_sweep.track import contract as C
 
-KNOWN_METRICS = ("fvd", "kid", "kvd")
+KNOWN_METRICS = (C.FVD, C.KID, C.KVD)
 
 
 def _frames_flat(x: np.ndarray) -> np.ndarray:
@@ -56,7 +57,7 @@ def score(
         rv, fv = _need(real, "video", "fvd", "real"), _need(fake, "video", "fvd", "fake")
         out["fvd"] = fvd_from_features(rv, fv)
         if bootstrap > 0:
-            out["fvd_ci_lo"], out["fvd_ci_hi"] = bootstrap_ci(
+            out[C.ci_name(C.FVD, "lo")], out[C.ci_name(C.FVD, "hi")] = bootstrap_ci(
                 rv, fv, fvd_from_features, bootstrap, seed
             )
     if "kid" in metrics:
@@ -76,7 +77,8 @@ def score(
                 size = min(m, len(r), len(f))
                 return kid_from_features(r, f, subsets, size, seed=seed)[0]
 
-            out["kid_ci_lo"], out["kid_ci_hi"] = bootstrap_ci(rf, ff, kid_fn, bootstrap, seed)
+            ci = bootstrap_ci(rf, ff, kid_fn, bootstrap, seed)
+            out[C.ci_name(C.KID, "lo")], out[C.ci_name(C.KID, "hi")] = ci
     if "kvd" in metrics:
         rv, fv = _need(real, "video", "kvd", "real"), _need(fake, "video", "kvd", "fake")
         mv = effective_subset_size(len(rv), len(fv), kid_subset_size)
@@ -117,7 +119,7 @@ def protocol_stamp(
     if not dets:
         raise ValueError("protocol_stamp needs at least one detector")
     stamp = {
-        "detector.pretrained": str(all(bool(d.pretrained) for d in dets)).lower(),
+        C.TAG_DETECTOR_PRETRAINED: str(all(bool(d.pretrained) for d in dets)).lower(),
         **_detector_stamp("detector.video", video_det),
         **_detector_stamp("detector.frame", frame_det),
         "eval.n_real": str(n_real),

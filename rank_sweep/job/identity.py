@@ -1,29 +1,35 @@
-"""What makes two jobs the same job: a fingerprint of the effective config.
+"""What a job is: its method, LoRA rank, effective alpha and scale, label and fingerprint,
+made once from the config (`JobIdentity.from_config`) and passed along.
 
-Keys that do not change what is trained or measured (tracking, sweep name, output dirs)
-are left out; for full fine-tuning the LoRA and pruning settings are irrelevant too, so
-`-m finetune=lora,full lora.rank=4,8` runs the full baseline once and reuses it.
+The fingerprint hashes the effective config: keys that do not change what is trained or
+measured (tracking, sweep name, output dirs) are left out; for full fine-tuning the LoRA
+and pruning settings are irrelevant too, so `-m finetune=lora,full lora.rank=4,8` names
+the full baseline once.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rank_sweep.paths import cache_dir
+from rank_sweep.paths import state_root
+from rank_sweep.track import contract as C
+from rank_sweep.utils.keys import content_key
 
 _IGNORED_TOP = ("track", "sweep_name", "output_dir", "state_dir", "dry_run", "extras", "hydra")
+FINGERPRINT_LEN = 16
 
 
 def effective_config(cfg: DictConfig) -> dict[str, Any]:
-    data = OmegaConf.to_container(cfg, resolve=True)
+    # Masked before resolving: a sweeper fingerprints job configs that still carry the
+    # `hydra` node, whose runtime interpolations only resolve inside the job.
+    kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _IGNORED_TOP])
+    data = OmegaConf.to_container(kept, resolve=True)
     assert isinstance(data, dict)
-    for key in _IGNORED_TOP:
-        data.pop(key, None)
     if data["finetune"]["method"] == "full":
         data.pop("lora", None)
         data.pop("prune", None)  # the baseline is never pruned
@@ -31,17 +37,88 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
 
 
 def fingerprint(cfg: DictConfig) -> str:
-    blob = json.dumps(effective_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    return content_key(effective_config(cfg), FINGERPRINT_LEN)
 
 
-def state_dir(cfg: DictConfig) -> Path:
-    """Resumable state of this job (checkpoint, run ids): the same dir on every rerun."""
-    root = Path(cfg.state_dir) if cfg.get("state_dir") else cache_dir() / "jobs"
-    return root / f"{job_label(cfg)}-{fingerprint(cfg)}"
+def lora_scale(alpha: float, rank: int, use_rslora: bool) -> float:
+    """The factor peft multiplies the low-rank update B A by: alpha/r (alpha/sqrt(r) rsLoRA)."""
+    return alpha / (math.sqrt(rank) if use_rslora else rank)
 
 
-def job_label(cfg: DictConfig) -> str:
-    if cfg.finetune.method == "full":
-        return "full"
-    return f"lora-r{cfg.lora.rank}"
+@dataclass(frozen=True)
+class JobIdentity:
+    method: str  # lora | full
+    rank: int | None  # None for full fine-tuning
+    alpha: float | None  # the lora_alpha peft receives (alpha_mode applied)
+    alpha_mode: str | None  # fixed | ratio | rslora
+    use_rslora: bool
+    scale: float | None  # the update scale peft applies
+    label: str  # `lora-r8` | `full`: run names, state dirs, log lines
+    fingerprint: str
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> JobIdentity:
+        method = str(cfg.finetune.method)
+        fp = fingerprint(cfg)
+        if method != "lora":
+            return cls(method, None, None, None, False, None, method, fp)
+        from rank_sweep.model.adapters import lora_alpha_for  # the rule peft is given
+
+        rank = int(cfg.lora.rank)
+        mode = str(cfg.lora.alpha_mode)
+        alpha, rslora = lora_alpha_for(
+            rank, float(cfg.lora.alpha), mode, float(cfg.lora.alpha_ratio)
+        )
+        scale = lora_scale(alpha, rank, rslora)
+        return cls(method, rank, alpha, mode, rslora, scale, f"lora-r{rank}", fp)
+
+    @property
+    def is_lora(self) -> bool:
+        return self.method == "lora"
+
+    @property
+    def weights_dir(self) -> str:
+        """Folder of the trained weights in the run dir and among the run's artifacts."""
+        return C.weights_dir(self.method)
+
+    def describe(self) -> str:
+        """`lora rank=8 alpha=16 (ratio, scale 2)` or `full`, for plan and log lines."""
+        if not self.is_lora:
+            return self.method
+        return f"lora rank={self.rank} alpha={self.alpha:g} ({self.alpha_mode}, scale {self.scale:.3g})"
+
+    def tags(self) -> dict[str, str]:
+        """The identity's MLflow tags (method, rank, effective alpha and scale, fingerprint)."""
+        return {
+            C.TAG_METHOD: self.method,
+            C.TAG_LORA_RANK: "" if self.rank is None else str(self.rank),
+            C.TAG_LORA_ALPHA: "" if self.alpha is None else f"{self.alpha:g}",
+            C.TAG_LORA_ALPHA_MODE: self.alpha_mode or "",
+            C.TAG_LORA_SCALE: "" if self.scale is None else f"{self.scale:g}",
+            C.TAG_FINGERPRINT: self.fingerprint,
+        }
+
+    def trial_params(self) -> dict[str, Any]:
+        """The fixed params of the job's Optuna trial."""
+        return {C.TRIAL_PARAM_METHOD: self.method, C.TRIAL_PARAM_RANK: self.rank or 0}
+
+    def summary(self) -> dict[str, Any]:
+        """The identity part of summary.json."""
+        return {
+            "method": self.method,
+            "rank": self.rank,
+            "alpha": self.alpha,
+            "alpha_mode": self.alpha_mode,
+            "lora_scale": self.scale,
+            "fingerprint": self.fingerprint,
+        }
+
+    def lora_meta(self) -> dict[str, Any] | None:
+        """Bookkeeping stored with a saved adapter (None for full fine-tuning)."""
+        if not self.is_lora:
+            return None
+        return {"rank": self.rank, "alpha": self.alpha, "alpha_mode": self.alpha_mode}
+
+    def state_dir(self, cfg: DictConfig) -> Path:
+        """Resumable state of this job (checkpoint, run ids): the same dir on every rerun."""
+        return state_root(cfg.get("state_dir")) / f"{self.label}-{self.fingerprint}"

@@ -8,35 +8,34 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
-from rank_sweep.job.identity import fingerprint, job_label
+from rank_sweep import paths
+from rank_sweep.job.identity import JobIdentity
+from rank_sweep.track import contract as C
+from rank_sweep.utils.atomic import write_text_atomic
 
 log = logging.getLogger(__name__)
 
 
 def objective_key(cfg: DictConfig) -> str:
-    return cfg.prune.metric or f"fvd/{cfg.data.name}"
+    return cfg.prune.metric or C.dataset_metric(C.FVD, cfg.data.name)
 
 
 @dataclass
 class Reporter:
     cfg: DictConfig
+    identity: JobIdentity
     state_dir: Path
     sweep: Any = None  # rank_sweep.sweep.callbacks.SweepInfo for multiruns
     enabled: bool = True  # False on non-main ranks
     tracker: Any = None
     trial: Any = None
-    reused: Any = None  # a finished run with the same fingerprint
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    @property
-    def fingerprint(self) -> str:
-        return fingerprint(self.cfg)
+    reused: Any = None  # RunInfo of a finished run with the same fingerprint
 
     # -- opening ---------------------------------------------------------------------------
     def open(self, params: dict[str, str]) -> None:
@@ -44,22 +43,27 @@ class Reporter:
             return
         cfg = self.cfg
         if cfg.track.enabled:
+            from rank_sweep.track.runs import find_reusable_run
             from rank_sweep.track.store import ensure_store
-            from rank_sweep.track.tracker import Tracker, find_run_by_fingerprint
+            from rank_sweep.track.tracker import Tracker
 
-            uri = self._tracking_uri()
+            uri = self.tracking_uri()
             ensure_store(uri, cfg.track.experiment)
-            self.reused = find_run_by_fingerprint(
-                uri, cfg.track.experiment, self.fingerprint, ("completed", "pruned")
+            self.reused = find_reusable_run(
+                uri, cfg.track.experiment, self.identity.fingerprint, self._sweep_id()
             )
             if self.reused is not None:
-                log.info("reusing finished run %s (same effective config)", _run_id(self.reused))
+                log.info(
+                    "reusing finished run %s (%s, same effective config)",
+                    self.reused.run_id,
+                    self.reused.status,
+                )
                 self._adopt_reused(uri)
                 return
             self.tracker = Tracker(uri, cfg.track.experiment)
             saved = self._saved_ids()
             run_id = self.tracker.start(
-                run_name=job_label(cfg),
+                run_name=self.identity.label,
                 tags=self._tags(),
                 params=params,
                 parent_run_id=getattr(self.sweep, "parent_run_id", None),
@@ -70,63 +74,53 @@ class Reporter:
         if self.sweep is not None:
             self._open_trial()
 
+    def _sweep_id(self) -> str | None:
+        return getattr(self.sweep, "sweep_id", None)
+
     def _open_trial(self) -> None:
         from rank_sweep.prune.study import make_pruner
         from rank_sweep.prune.trial import JobTrial
 
-        cfg = self.cfg
-        is_lora = cfg.finetune.method == "lora"
         self.trial = JobTrial.open(
             self.sweep.storage,
             self.sweep.study_name,
-            make_pruner(cfg.prune),
-            params={
-                "method": cfg.finetune.method,
-                "lora_rank": int(cfg.lora.rank) if is_lora else 0,
-            },
-            fingerprint=self.fingerprint,
-            prunable=is_lora,  # the baseline keeps its curve out of the pruners
+            make_pruner(self.cfg.prune),
+            params=self.identity.trial_params(),
+            fingerprint=self.identity.fingerprint,
+            prunable=self.identity.is_lora,  # the baseline keeps its curve out of the pruners
         )
 
     def _adopt_reused(self, uri: str) -> None:
         """A run reused from another sweep (or a single run) is copied under this sweep."""
         if self.sweep is None or not getattr(self.sweep, "parent_run_id", None):
             return
-        if self.reused.tags.get("rank_sweep.sweep_id") == self.sweep.sweep_id:
+        if self.reused.tags.get(C.TAG_SWEEP_ID) == self.sweep.sweep_id:
             return
         from rank_sweep.track.runs import copy_run
 
         copy_run(
-            uri,
-            _run_id(self.reused),
-            self.sweep.parent_run_id,
-            {"rank_sweep.sweep_id": self.sweep.sweep_id},
+            uri, self.reused.run_id, self.sweep.parent_run_id, {C.TAG_SWEEP_ID: self.sweep.sweep_id}
         )
         self._open_trial()
-        value = self.reused.metrics.get(objective_key(self.cfg))
-        if self.reused.status == "completed" and value is not None:
-            self.trial.complete(float(value))
+        value = self.reused_objective()
+        if self.reused.status in C.REUSABLE_STATUSES and value is not None:
+            self.trial.complete(value)
         else:
             self.trial.prune()
 
-    def _tracking_uri(self) -> str:
-        from rank_sweep.track.store import default_tracking_uri
-
+    def tracking_uri(self) -> str:
         if self.sweep is not None and getattr(self.sweep, "tracking_uri", None):
             return self.sweep.tracking_uri
-        return self.cfg.track.uri or default_tracking_uri()
+        return paths.tracking_uri(self.cfg.track.uri)
 
     def _tags(self) -> dict[str, str]:
-        cfg = self.cfg
         tags = {
-            "rank_sweep.method": cfg.finetune.method,
-            "rank_sweep.lora_rank": str(cfg.lora.rank) if cfg.finetune.method == "lora" else "",
-            "rank_sweep.fingerprint": self.fingerprint,
-            "rank_sweep.model": cfg.model.name,
-            "rank_sweep.dataset": cfg.data.name,
+            **self.identity.tags(),
+            C.TAG_MODEL: self.cfg.model.name,
+            C.TAG_DATASET: self.cfg.data.name,
         }
         if self.sweep is not None:
-            tags["rank_sweep.sweep_id"] = self.sweep.sweep_id
+            tags[C.TAG_SWEEP_ID] = self.sweep.sweep_id
         return tags
 
     def _ids_path(self) -> Path:
@@ -141,11 +135,8 @@ class Reporter:
             return {}
 
     def _save_ids(self, **ids: Any) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         data = {**self._saved_ids(), **ids}
-        tmp = self._ids_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self._ids_path())
+        write_text_atomic(self._ids_path(), json.dumps(data))
 
     # -- during the job --------------------------------------------------------------------
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -182,22 +173,39 @@ class Reporter:
         if not self.enabled:
             return
         if self.trial is not None:
-            if status == "completed" and objective is not None:
+            if status in C.REUSABLE_STATUSES and objective is not None:
                 self.trial.complete(objective)
-            elif status == "pruned":
+            elif status == C.PRUNED:
                 self.trial.prune()
             else:
                 self.trial.fail(error or "no objective")
         if self.tracker is not None:
             self.tracker.finish(status, error=error, pruned_step=pruned_step)
 
+    # -- reuse -----------------------------------------------------------------------------
     def reused_objective(self) -> float | None:
-        from mlflow.tracking import MlflowClient
-
-        run = MlflowClient(self._tracking_uri()).get_run(_run_id(self.reused))
-        value = run.data.metrics.get(objective_key(self.cfg))
+        value = self.reused.metrics.get(objective_key(self.cfg))
         return None if value is None else float(value)
 
+    def reused_source(self) -> str:
+        """Run id that did the work (a reused run copied into a sweep points back to it)."""
+        return self.reused.tags.get(C.TAG_REUSED_FROM) or self.reused.run_id
 
-def _run_id(info: Any) -> str:
-    return getattr(info, "run_id", None) or info["run_id"]
+    def reused_summary(self) -> dict[str, Any]:
+        """The reused run's summary.json (from its artifacts; rebuilt from its tags and
+        metrics when it logged none), with `reused_from` and `weights` added."""
+        from rank_sweep.track.runs import artifact_uri, read_artifact_text
+
+        uri, source = self.tracking_uri(), self.reused_source()
+        text = read_artifact_text(uri, source, C.SUMMARY_FILE)
+        summary: dict[str, Any] = json.loads(text) if text else {}
+        if not summary:
+            summary = {
+                **self.identity.summary(),
+                "status": self.reused.status,
+                "objective": {objective_key(self.cfg): self.reused_objective()},
+                "metrics": dict(self.reused.metrics),
+            }
+        summary["reused_from"] = source
+        summary["weights"] = f"{artifact_uri(uri, source)}/{self.identity.weights_dir}"
+        return summary

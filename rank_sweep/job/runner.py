@@ -1,6 +1,9 @@
 """The body of one job: data -> precompute -> adapters -> train with periodic eval -> save.
 
 One code path for LoRA and full fine-tuning, for the tiny CPU model and the 14B model.
+`run` opens the job's reporting and either publishes a reused run or hands over to
+`JobRunner`, whose `setup()` steps (data, model, eval) prepare what `train()` uses
+(torchtune's recipe shape: a short orchestrator over named setup steps).
 """
 
 from __future__ import annotations
@@ -8,235 +11,300 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from rank_sweep.job.identity import fingerprint, state_dir
+from rank_sweep.job.identity import JobIdentity
 from rank_sweep.job.reporter import Reporter, objective_key
-from rank_sweep.paths import cache_dir
+from rank_sweep.track import contract as C
+from rank_sweep.utils.atomic import write_text_atomic
+from rank_sweep.utils.device import pick_device
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class JobOutcome:
-    status: str  # completed | pruned | failed | reused
+    status: str  # a contract status, or "reused"
     objective: float | None
     summary: dict[str, Any]
-
-
-def pick_device(cfg: DictConfig, local_rank: int = 0) -> torch.device:
-    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise RuntimeError("device=cuda was asked for but no CUDA device is visible")
-    return torch.device("cuda", local_rank)
-
-
-def _sample_frames(cfg: DictConfig) -> int:
-    return int(cfg.eval.sample_frames or cfg.data.frames)
 
 
 def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None) -> JobOutcome:
     """Train and evaluate one job; every outcome (also failure) is reported before returning."""
     from rank_sweep.track.tracker import flatten_config
-
-    is_main = dist_ctx is None or dist_ctx.is_main
-    sdir = state_dir(cfg)
-    reporter = Reporter(cfg, sdir, sweep=sweep, enabled=is_main)
-    params = flatten_config(OmegaConf.to_container(cfg, resolve=True))
-    params["device"] = str(pick_device(cfg, getattr(dist_ctx, "local_rank", 0)).type)
-    params["job.fingerprint"] = fingerprint(cfg)
-    reporter.open(params)
     from rank_sweep.train.dist import any_rank
 
+    identity = JobIdentity.from_config(cfg)
+    is_main = dist_ctx is None or dist_ctx.is_main
+    device = pick_device(cfg.device, getattr(dist_ctx, "local_rank", 0))
+    sdir = identity.state_dir(cfg)
+    reporter = Reporter(cfg, identity, sdir, sweep=sweep, enabled=is_main)
+    params = flatten_config(OmegaConf.to_container(cfg, resolve=True))
+    params[C.PARAM_DEVICE] = device.type
+    params[C.PARAM_FINGERPRINT] = identity.fingerprint
+    reporter.open(params)
     if any_rank(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all follow
-        return JobOutcome("reused", reporter.reused_objective() if is_main else None, {})
+        return _publish_reused(reporter, out_dir) if is_main else JobOutcome("reused", None, {})
     try:
-        return _run(cfg, out_dir, sdir, reporter, dist_ctx)
+        job = JobRunner(cfg, identity, out_dir, sdir, reporter, dist_ctx, device)
+        job.setup()
+        return job.train()
     except BaseException as exc:  # reported, then re-raised: never swallowed
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        reporter.finish("failed", None, error=error)
+        reporter.finish(C.FAILED, None, error=error)
         raise
 
 
-def _run(
-    cfg: DictConfig, out_dir: Path, sdir: Path, reporter: Reporter, dist_ctx: Any
-) -> JobOutcome:
-    from rank_sweep.data import build_dataset
-    from rank_sweep.eval.evaluator import Evaluator
-    from rank_sweep.model.adapters import apply_finetune, save_result
-    from rank_sweep.model.precompute import cache_key, precompute
-    from rank_sweep.model.spec import WanSpec, forward_batch
-    from rank_sweep.train.loop import TrainHooks, train
-
-    device = pick_device(cfg, getattr(dist_ctx, "local_rank", 0))
-    torch.manual_seed(cfg.train.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
-    d = cfg.data
-    size = dict(frames=int(d.frames), height=int(d.height), width=int(d.width))
-    train_set = build_dataset(
-        d, d.train_split, train=True, seed=cfg.train.seed, max_clips=d.max_train_clips, **size
-    )
-    val_set = build_dataset(d, d.eval_split, train=False, max_clips=cfg.train.val_clips, **size)
-    n_eval = max(int(cfg.eval.num_real), int(cfg.eval.num_fake))
-    eval_size = dict(size, frames=max(_sample_frames(cfg), int(cfg.eval.frames)))
-    eval_set = build_dataset(d, d.eval_split, train=False, max_clips=n_eval, **eval_size)
-    skipped = len(train_set.skipped) + len(val_set.skipped) + len(eval_set.skipped)
-    reporter.log_metrics({"data/train_clips": len(train_set), "data/skipped_clips": skipped}, 0)
-    if skipped:
-        log.warning("skipped %d unreadable clips (see data check for reasons)", skipped)
-
-    spec = WanSpec.from_config(cfg.model, device=device)
-    spec.load_encoders()
-    lat_root = cache_dir() / "latents"
-    train_pre = precompute(
-        spec,
-        train_set,
-        lat_root / cache_key(spec.path, train_set.fingerprint(), **size),
-        desc="train latents",
-    )
-    val_pre = precompute(
-        spec,
-        val_set,
-        lat_root / cache_key(spec.path, val_set.fingerprint(), **size),
-        desc="val latents",
-    )
-    evaluator = Evaluator(cfg, spec, eval_set, device)
-    evaluator.prepare()  # real features + sampling conditioning, while the encoders are loaded
-    spec.free_encoders()
-
-    transformer = spec.load_transformer()
-    total_params = sum(p.numel() for p in transformer.parameters())
-    trainable = apply_finetune(transformer, cfg.finetune.method, cfg.lora)
-    reporter.log_metrics(
-        {"model/trainable_params": trainable, "model/total_params": total_params}, 0
-    )
+def _publish_reused(reporter: Reporter, out_dir: Path) -> JobOutcome:
+    """The run dir of a reused job still gets its summary.json (the reused run's, with
+    `reused_from` and where its weights are), so a user can follow it."""
+    summary = reporter.reused_summary()
+    write_text_atomic(Path(out_dir) / C.SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
     log.info(
-        "%s: %s trainable of %s params", cfg.finetune.method, f"{trainable:,}", f"{total_params:,}"
+        "job reused run %s: summary in %s, weights at %s",
+        summary["reused_from"],
+        Path(out_dir) / C.SUMMARY_FILE,
+        summary["weights"],
     )
-    transformer.to(device)
-    model = transformer
-    if dist_ctx is not None and dist_ctx.world_size > 1:
-        from rank_sweep.train.dist import wrap_model
+    return JobOutcome("reused", reporter.reused_objective(), summary)
 
-        model = wrap_model(transformer, cfg.dist, dist_ctx, cfg.train)
 
-    history: list[dict[str, float]] = []
-    key = objective_key(cfg)
-    every = int(cfg.eval.every)
+@dataclass
+class EvalRecorder:
+    """The training loop's `on_eval` hook: evaluates, logs metrics, the protocol stamp
+    (once) and sample videos, keeps the eval history (checkpointed), reports the objective
+    to the trial and says whether to stop."""
 
-    def on_log(metrics: dict[str, float], step: int) -> None:
-        reporter.log_metrics(metrics, step)
+    cfg: DictConfig
+    reporter: Reporter
+    evaluator: Any
+    out_dir: Path
+    model: Any = None  # set once the model is built
+    history: list[dict[str, float]] = field(default_factory=list)
 
-    def on_eval(step: int, val_loss: float | None) -> bool:
-        final = step >= cfg.train.steps
-        result = evaluator.evaluate(model, step, final=final, out_dir=out_dir)
+    @property
+    def key(self) -> str:
+        return objective_key(self.cfg)
+
+    def __call__(self, step: int, val_loss: float | None) -> bool:
+        final = step >= self.cfg.train.steps
+        result = self.evaluator.evaluate(self.model, step, final=final, out_dir=self.out_dir)
         metrics = dict(result.metrics)
+        # The loop logs val/loss itself at every validation step; it is kept here only for
+        # the summary's eval history (and as an objective, when prune.metric names it).
+        self.reporter.log_metrics(metrics, step)
         if val_loss is not None:
-            metrics["val/loss"] = val_loss
-        reporter.log_metrics(metrics, step)
-        if not history:  # the stamp is fixed for the job: log it once (params are immutable)
-            reporter.log_params(
-                {f"protocol.{cfg.data.name}.{k}": v for k, v in result.stamp.items()}
+            metrics[C.VAL_LOSS] = val_loss
+        if not self.history:  # the stamp is fixed for the job: log it once (params are immutable)
+            dataset = str(self.cfg.data.name)
+            self.reporter.log_params(
+                {C.protocol_param(dataset, k): v for k, v in result.stamp.items()}
             )
-            reporter.set_tags({"detector.pretrained": result.stamp.get("detector.pretrained", "")})
+            pretrained = result.stamp.get(C.TAG_DETECTOR_PRETRAINED, "")
+            self.reporter.set_tags({C.TAG_DETECTOR_PRETRAINED: pretrained})
         for video in result.videos:
-            reporter.log_artifact(video, "samples")
-        history.append({"step": step, **metrics})
-        eval_index = -(-step // every)
-        value = metrics.get(key)
+            self.reporter.log_artifact(video, C.SAMPLES_DIR)
+        self.history.append({"step": step, **metrics})
+        value = metrics.get(self.key)
         if value is None:
-            raise KeyError(f"prune.metric={key!r} is not produced by eval (got {sorted(metrics)})")
+            raise KeyError(
+                f"prune.metric={self.key!r} is not produced by eval (got {sorted(metrics)})"
+            )
+        eval_index = -(-step // int(self.cfg.eval.every))
         # Only rank 0 reports; the loop makes every rank follow its decision.
-        return reporter.report_eval(float(value), eval_index) and not final
+        return self.reporter.report_eval(float(value), eval_index) and not final
 
-    hooks = TrainHooks(
-        on_log=on_log,
-        on_eval=on_eval,
-        get_extra=lambda: {"history": json.dumps(history)},
-        set_extra=lambda extra: history.extend(json.loads(extra.get("history", "[]"))),
-    )
-    t0 = time.time()
-    result = train(
-        model,
-        train_pre,
-        cfg.train,
-        lr=float(cfg.finetune.lr) * float(cfg.train.lr_scale),
-        state_dir=sdir,
-        forward_fn=forward_batch,
-        shift=float(cfg.train.shift or cfg.model.flow_shift),
-        val_set=val_pre,
-        eval_every=every,
-        hooks=hooks,
-        dist=dist_ctx,
-    )
-    status = "pruned" if result.stopped_early else "completed"
-    objective = history[-1].get(key) if history else None
-    summary = {
-        "method": cfg.finetune.method,
-        "rank": int(cfg.lora.rank) if cfg.finetune.method == "lora" else None,
-        "alpha": float(cfg.lora.alpha) if cfg.finetune.method == "lora" else None,
-        "alpha_mode": cfg.lora.alpha_mode if cfg.finetune.method == "lora" else None,
-        "trainable_params": trainable,
-        "total_params": total_params,
-        "steps": result.steps_done,
-        "status": status,
-        "pruned_step": result.stop_step if result.stopped_early else None,
-        "final_train_loss": result.final_train_loss,
-        "final_val_loss": result.final_val_loss,
-        "step_time_s": result.step_time_s,
-        "peak_mem_mb": result.peak_mem_mb,
-        "wall_s": round(time.time() - t0, 2),
-        "objective": {key: objective},
-        "evals": history,
-        "skipped_clips": skipped,
-        "fingerprint": fingerprint(cfg),
-    }
-    plain = transformer
-    if dist_ctx is not None and dist_ctx.world_size > 1:
+    @property
+    def objective(self) -> float | None:
+        return self.history[-1].get(self.key) if self.history else None
+
+    def extra(self) -> dict[str, str]:
+        return {"history": json.dumps(self.history)}
+
+    def restore(self, extra: dict[str, str]) -> None:
+        self.history.extend(json.loads(extra.get("history", "[]")))
+
+
+class JobRunner:
+    """One job after its reporting is open: `setup()` then `train()`."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        identity: JobIdentity,
+        out_dir: Path,
+        state_dir: Path,
+        reporter: Reporter,
+        dist_ctx: Any,
+        device: torch.device,
+    ) -> None:
+        self.cfg, self.identity, self.reporter = cfg, identity, reporter
+        self.out_dir, self.state_dir = Path(out_dir), state_dir
+        self.dist_ctx, self.device = dist_ctx, device
+        self.distributed = dist_ctx is not None and dist_ctx.world_size > 1
+
+    def setup(self) -> None:
+        torch.manual_seed(self.cfg.train.seed)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        (self.out_dir / C.CONFIG_FILE).write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
+        self._setup_data()  # loads the encoders for the precomputes ...
+        self._setup_eval()  # ... and the eval conditioning
+        self.spec.free_encoders()
+        self._setup_model()
+
+    def _setup_data(self) -> None:
+        """Train / validation / eval clip sets and their cached latents."""
+        from rank_sweep.data import build_dataset
+        from rank_sweep.model.precompute import precompute_cached
+        from rank_sweep.model.spec import WanSpec
+
+        d = self.cfg.data
+        size = dict(frames=int(d.frames), height=int(d.height), width=int(d.width))
+        seed = self.cfg.train.seed
+        max_train = d.max_train_clips
+        train_set = build_dataset(
+            d, d.train_split, train=True, seed=seed, max_clips=max_train, **size
+        )
+        val_set = build_dataset(
+            d, d.eval_split, train=False, max_clips=self.cfg.train.val_clips, **size
+        )
+        e = self.cfg.eval
+        eval_frames = max(int(e.sample_frames or d.frames), int(e.frames))
+        n_eval = max(int(e.num_real), int(e.num_fake))
+        self.eval_set = build_dataset(
+            d, d.eval_split, train=False, max_clips=n_eval, **dict(size, frames=eval_frames)
+        )
+        self.skipped = sum(len(s.skipped) for s in (train_set, val_set, self.eval_set))
+        self.reporter.log_metrics(
+            {C.DATA_TRAIN_CLIPS: len(train_set), C.DATA_SKIPPED_CLIPS: self.skipped}, 0
+        )
+        if self.skipped:
+            log.warning("skipped %d unreadable clips (see data check for reasons)", self.skipped)
+        self.spec = WanSpec.from_config(self.cfg.model, device=self.device)
+        self.spec.load_encoders()
+        self.train_pre = precompute_cached(self.spec, train_set, desc="train latents", **size)
+        self.val_pre = precompute_cached(self.spec, val_set, desc="val latents", **size)
+
+    def _setup_eval(self) -> None:
+        """Detectors, real features and sampling conditioning (while the encoders are loaded)."""
+        from rank_sweep.eval.evaluator import Evaluator
+
+        evaluator = Evaluator(self.cfg, self.spec, self.eval_set, self.device)
+        evaluator.prepare()
+        self.recorder = EvalRecorder(self.cfg, self.reporter, evaluator, self.out_dir)
+
+    def _setup_model(self) -> None:
+        """The transformer with LoRA adapters (or all weights trainable), placed and wrapped."""
+        from rank_sweep.model.adapters import apply_finetune
+
+        transformer = self.spec.load_transformer()
+        self.total_params = sum(p.numel() for p in transformer.parameters())
+        self.trainable = apply_finetune(transformer, self.identity.method, self.cfg.lora)
+        self.reporter.log_metrics(
+            {C.TRAINABLE_PARAMS: self.trainable, C.TOTAL_PARAMS: self.total_params}, 0
+        )
+        log.info(
+            "%s: %s trainable of %s params",
+            self.identity.describe(),
+            f"{self.trainable:,}",
+            f"{self.total_params:,}",
+        )
+        self.transformer = transformer.to(self.device)
+        self.model = self.transformer
+        if self.distributed:
+            from rank_sweep.train.dist import wrap_model
+
+            self.model = wrap_model(transformer, self.cfg.dist, self.dist_ctx, self.cfg.train)
+        self.recorder.model = self.model
+
+    def train(self) -> JobOutcome:
+        from rank_sweep.model.spec import forward_batch
+        from rank_sweep.train.loop import TrainHooks, train
+
+        cfg, rec = self.cfg, self.recorder
+        hooks = TrainHooks(
+            on_log=self.reporter.log_metrics,
+            on_eval=rec,
+            get_extra=rec.extra,
+            set_extra=rec.restore,
+        )
+        t0 = time.time()
+        result = train(
+            self.model,
+            self.train_pre,
+            cfg.train,
+            lr=float(cfg.finetune.lr) * float(cfg.train.lr_scale),
+            state_dir=self.state_dir,
+            forward_fn=forward_batch,
+            shift=float(cfg.train.shift or cfg.model.flow_shift),
+            val_set=self.val_pre,
+            eval_every=int(cfg.eval.every),
+            hooks=hooks,
+            dist=self.dist_ctx,
+        )
+        status = C.PRUNED if result.stopped_early else C.COMPLETED
+        summary = {
+            **self.identity.summary(),
+            "trainable_params": self.trainable,
+            "total_params": self.total_params,
+            "steps": result.steps_done,
+            "status": status,
+            "pruned_step": result.stop_step if result.stopped_early else None,
+            "final_train_loss": result.final_train_loss,
+            "final_val_loss": result.final_val_loss,
+            "step_time_s": result.step_time_s,
+            "peak_mem_mb": result.peak_mem_mb,
+            "wall_s": round(time.time() - t0, 2),
+            "objective": {rec.key: rec.objective},
+            "evals": rec.history,
+            "skipped_clips": self.skipped,
+        }
+        self._save(result, summary)
+        log.info("job %s at step %d: %s=%s", status, result.steps_done, rec.key, rec.objective)
+        return JobOutcome(status, rec.objective, summary)
+
+    def _plain_model(self) -> Any:
+        """The trained weights in a plain module (collective when the model is sharded)."""
+        if not self.distributed:
+            return self.transformer
+        from rank_sweep.model.adapters import apply_finetune
         from rank_sweep.train.state import unsharded_copy
 
         def build() -> Any:
-            fresh = spec.load_transformer()
-            apply_finetune(fresh, cfg.finetune.method, cfg.lora)
+            fresh = self.spec.load_transformer()
+            apply_finetune(fresh, self.identity.method, self.cfg.lora)
             return fresh
 
-        plain = unsharded_copy(model, build, dist_ctx)  # collective: every rank calls it
-    if reporter.enabled:
-        saved = save_result(plain, cfg.finetune.method, out_dir / _result_dir(cfg), _lora_meta(cfg))
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-        reporter.log_metrics(
+        return unsharded_copy(self.model, build, self.dist_ctx)  # every rank calls it
+
+    def _save(self, result: Any, summary: dict[str, Any]) -> None:
+        from rank_sweep.model.adapters import save_result
+
+        plain = self._plain_model()
+        if not self.reporter.enabled:
+            return
+        weights = self.identity.weights_dir
+        saved = save_result(
+            plain, self.identity.method, self.out_dir / weights, self.identity.lora_meta()
+        )
+        summary_path = self.out_dir / C.SUMMARY_FILE
+        write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))
+        self.reporter.log_metrics(
             {
-                "perf/step_time_s": result.step_time_s,
-                "perf/peak_mem_mb": result.peak_mem_mb,
-                "train/steps_done": result.steps_done,
+                C.STEP_TIME_S: result.step_time_s,
+                C.PEAK_MEM_MB: result.peak_mem_mb,
+                C.TRAIN_STEPS_DONE: result.steps_done,
             },
             result.steps_done,
         )
-        reporter.log_artifact(out_dir / "config.yaml")
-        reporter.log_artifact(out_dir / "summary.json")
-        reporter.log_artifact(saved, _result_dir(cfg))
-        reporter.finish(status, objective, pruned_step=summary["pruned_step"])
-    log.info("job %s at step %d: %s=%s", status, result.steps_done, key, objective)
-    return JobOutcome(status, objective, summary)
-
-
-def _result_dir(cfg: DictConfig) -> str:
-    return "adapter" if cfg.finetune.method == "lora" else "model"
-
-
-def _lora_meta(cfg: DictConfig) -> dict[str, Any] | None:
-    if cfg.finetune.method != "lora":
-        return None
-    return {
-        "rank": int(cfg.lora.rank),
-        "alpha": float(cfg.lora.alpha),
-        "alpha_mode": cfg.lora.alpha_mode,
-    }
+        self.reporter.log_artifact(self.out_dir / C.CONFIG_FILE)
+        self.reporter.log_artifact(summary_path)
+        self.reporter.log_artifact(saved, weights)
+        self.reporter.finish(
+            summary["status"], self.recorder.objective, pruned_step=summary["pruned_step"]
+        )

@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote tiny Wan I2V (seed {args.seed}) to {out} ({size / 1e6:.2f} MB)")
         return 0
 
-    from rank_sweep.config.schema import WAN_BLOCK_LINEARS
+    from rank_sweep.model.blocks import WAN_BLOCK_LINEARS
     from rank_sweep.model.meta import (
         WAN_I2V_14B_CONFIG,
         build_transformer_meta,

@@ -4,16 +4,14 @@ results in the formats diffusers loads (`load_lora_weights` / `from_pretrained`)
 from __future__ import annotations
 
 import logging
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from rank_sweep.model.layout import ModelError
+from rank_sweep.utils.atomic import atomic_file, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +33,6 @@ def lora_alpha_for(rank: int, alpha: float, mode: str, ratio: float) -> tuple[fl
     raise ModelError(
         f"lora.alpha_mode={mode!r} is not supported; allowed: {', '.join(ALPHA_MODES)}"
     )
-
-
-def lora_scale(rank: int, lora_alpha: float, use_rslora: bool) -> float:
-    return lora_alpha / (rank**0.5 if use_rslora else rank)
 
 
 def block_linear_shapes(config: dict) -> dict[str, tuple[int, int]]:
@@ -174,16 +168,10 @@ def save_result(
     if method == "lora":
         return _save_lora(transformer, out_dir, lora_meta)
     if method == "full":
-        final = out_dir / "transformer"
-        tmp = Path(tempfile.mkdtemp(prefix=".transformer-", dir=out_dir))
-        try:
-            transformer.save_pretrained(tmp, safe_serialization=True)
-            if final.exists():
-                shutil.rmtree(final)
-            os.rename(tmp, final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return final
+        return replace_dir(
+            out_dir / "transformer",
+            lambda tmp: transformer.save_pretrained(tmp, safe_serialization=True),
+        )
     raise ModelError(f"finetune.method={method!r} is not supported; allowed: {', '.join(METHODS)}")
 
 
@@ -193,17 +181,16 @@ def _save_lora(transformer: torch.nn.Module, out_dir: Path, lora_meta: dict | No
 
     layers = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
     metadata = transformer.peft_config["default"].to_dict()
-    tmp_name = f".{LORA_WEIGHT_NAME}.tmp"
-    WanImageToVideoPipeline.save_lora_weights(
-        out_dir,
-        transformer_lora_layers=layers,
-        weight_name=tmp_name,
-        transformer_lora_adapter_metadata=metadata,
-    )
-    if lora_meta:
-        _append_header(out_dir / tmp_name, lora_meta)
     final = out_dir / LORA_WEIGHT_NAME
-    os.replace(out_dir / tmp_name, final)
+    with atomic_file(final) as tmp:
+        WanImageToVideoPipeline.save_lora_weights(
+            out_dir,
+            transformer_lora_layers=layers,
+            weight_name=tmp.name,
+            transformer_lora_adapter_metadata=metadata,
+        )
+        if lora_meta:
+            _append_header(tmp, lora_meta)
     return final
 
 

@@ -5,9 +5,7 @@ every job of a sweep. Entries are written atomically; a corrupt one is recompute
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from rank_sweep.paths import latents_dir
+from rank_sweep.utils.atomic import atomic_file
+from rank_sweep.utils.keys import content_key
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ def model_fingerprint(model_path: Path) -> str:
 def cache_key(
     model_path: Path, dataset_fingerprint: str, frames: int, height: int, width: int
 ) -> str:
-    payload = json.dumps(
+    return content_key(
         {
             "v": CACHE_VERSION,
             "model": model_fingerprint(model_path),
@@ -58,9 +60,19 @@ def cache_key(
             "frames": int(frames),
             "size": [int(height), int(width)],
         },
-        sort_keys=True,
+        20,
     )
-    return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def precompute_cached(
+    spec, dataset, *, frames: int, height: int, width: int, desc: str, fingerprint: str = ""
+) -> PrecomputedSet:
+    """`precompute` into the shared cache dir named by model + data + frames + size, so
+    every job of a sweep (and the evaluator) finds the same entries. `fingerprint` names
+    the data when `dataset` is a view (e.g. a Subset) without its own `fingerprint()`."""
+    data_key = fingerprint or dataset.fingerprint()
+    out_dir = latents_dir() / cache_key(spec.path, data_key, frames, height, width)
+    return precompute(spec, dataset, out_dir, desc=desc)
 
 
 def entry_path(out_dir: Path, index: int) -> Path:
@@ -144,9 +156,8 @@ def precompute(spec, dataset, out_dir: Path, *, desc: str = "precompute") -> Pre
         item = dataset[pos]
         tensors = {k: v.contiguous() for k, v in encode_item(spec, item, text_cache).items()}
         meta = {"caption": str(item["caption"]), "index": str(int(item.get("index", pos)))}
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            save_file(tensors, str(tmp), metadata=meta)
         computed += 1
         spent += time.perf_counter() - t0
     result = PrecomputedSet(out_dir, indices)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -49,30 +47,22 @@ def resolve_model_path(model_cfg: Any) -> Path:
 
 def _write_tiny_atomically(final: Path, seed: int) -> Path:
     from rank_sweep.model.tiny import make_tiny
+    from rank_sweep.utils.atomic import publish_dir
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        make_tiny(tmp, seed=seed)
-        if final.exists() and missing_parts(final):
-            shutil.rmtree(final, ignore_errors=True)  # a half-written dir from an old crash
-        try:
-            os.rename(tmp, final)  # atomic; fails if another process already won the race
-        except OSError:
-            if missing_parts(final):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return publish_dir(
+        final, lambda tmp: make_tiny(tmp, seed=seed), complete=lambda p: not missing_parts(p)
+    )
+
+
+MODEL_DTYPES = ("float32", "bfloat16", "float16")  # what model.dtype may say
 
 
 def _dtype(name: str | torch.dtype | None) -> torch.dtype:
     if isinstance(name, torch.dtype):
         return name
-    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in table:
-        raise ModelError(f"model.dtype={name!r} is not supported; allowed: {sorted(table)}")
-    return table[name]
+    if name not in MODEL_DTYPES:
+        raise ModelError(f"model.dtype={name!r} is not supported; allowed: {list(MODEL_DTYPES)}")
+    return getattr(torch, name)
 
 
 @dataclass
@@ -95,18 +85,11 @@ class WanSpec:
         )
 
     # ---- properties -------------------------------------------------------------------
-    @property
-    def flow_shift(self) -> float:
-        return self.shift
-
-    @property
+    @cached_property
     def vae_scale(self) -> tuple[int, int]:
-        """(temporal, spatial) stride of the VAE: 4 and 8 for every Wan2.1 VAE."""
+        """(temporal, spatial) stride of the VAE: 4 and 8 for every Wan2.1 VAE (read once)."""
         cfg = json.loads((self.path / "vae" / "config.json").read_text())
         return int(cfg.get("scale_factor_temporal", 4)), int(cfg.get("scale_factor_spatial", 8))
-
-    def transformer_config(self) -> dict:
-        return json.loads((self.path / "transformer" / "config.json").read_text())
 
     # ---- loading ----------------------------------------------------------------------
     def load_transformer(self, dtype: torch.dtype = torch.float32):

@@ -12,7 +12,7 @@ from typing import Any
 
 import optuna
 
-from rank_sweep.paths import REPO_ROOT
+from rank_sweep.paths import optuna_storage
 from rank_sweep.track.store import enable_wal, sqlite_path
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ def make_pruner(prune_cfg: Any) -> optuna.pruners.BasePruner:
 
 
 def default_storage() -> str:
-    return f"sqlite:///{REPO_ROOT / 'optuna.db'}"
+    return optuna_storage()
 
 
 def make_storage(url: str) -> optuna.storages.BaseStorage:

@@ -11,9 +11,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: the report never opens a window
 
-from rank_sweep.paths import REPO_ROOT  # noqa: E402
+from rank_sweep.paths import ENV_TRACKING_URI, reports_dir  # noqa: E402
 from rank_sweep.report import build_report, load_runs  # noqa: E402
-from rank_sweep.report.load import ENV_TRACKING_URI  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     if df.empty:
         print("no runs found: nothing to report", file=sys.stderr)
         return 1
-    out = args.out or REPO_ROOT / "reports" / (df.attrs.get("sweep_id") or "unparented")
+    out = args.out or reports_dir() / (df.attrs.get("sweep_id") or "unparented")
     paths = build_report(df, out, title=args.title)
     print(f"{len(df)} runs -> {paths.out_dir}")
     for f in (paths.html, paths.markdown, paths.csv, *paths.plots.values()):

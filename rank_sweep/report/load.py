@@ -7,46 +7,36 @@ MLflow client pointed at a missing SQLite file would silently create an empty DB
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 import pandas as pd
 from tqdm import tqdm
 
+from rank_sweep import paths
+from rank_sweep.paths import ENV_TRACKING_URI
 from rank_sweep.report.table import derive_columns
+from rank_sweep.track import contract as C
 from rank_sweep.track import store
-from rank_sweep.track.runs import TAG_PARENT, TAG_ROLE, TAG_SWEEP_ID, search_runs
+from rank_sweep.track.runs import search_runs
 
 log = logging.getLogger(__name__)
 
-ENV_TRACKING_URI = "RANK_SWEEP_TRACKING_URI"
-
-# Per-dataset metrics kept in the table (last logged value = final value).
-DATASET_METRICS = ("fvd", "kid", "fvd_ci_lo", "fvd_ci_hi", "kid_ci_lo", "kid_ci_hi", "kid_std")
 # Scalar metrics -> table column.
 SCALAR_METRICS = {
-    "model/trainable_params": "trainable_params",
-    "model/total_params": "total_params",
-    "perf/step_time_s": "step_time_s",
-    "perf/peak_mem_mb": "peak_mem_mb",
-    "train/steps_done": "steps_done",
-    "data/skipped_clips": "skipped_clips",
-    "val/loss": "val_loss",
+    C.TRAINABLE_PARAMS: "trainable_params",
+    C.TOTAL_PARAMS: "total_params",
+    C.STEP_TIME_S: "step_time_s",
+    C.PEAK_MEM_MB: "peak_mem_mb",
+    C.TRAIN_STEPS_DONE: "steps_done",
+    C.DATA_SKIPPED_CLIPS: "skipped_clips",
+    C.VAL_LOSS: "val_loss",
 }
-# Where each method keeps its trained weights among the run's artifacts.
-# (the whole folder: `adapter/*.safetensors`, `model/transformer/*` plus any index file).
-WEIGHTS_DIR = {"lora": "adapter", "full": "model"}
 
 
-def default_tracking_uri() -> str:
-    """`$RANK_SWEEP_TRACKING_URI`, else the SQLite store beside the repo."""
-    return os.environ.get(ENV_TRACKING_URI) or store.default_tracking_uri()
-
-
-def _client(tracking_uri: str | None):
+def _client(configured_uri: str | None):
     from mlflow.tracking import MlflowClient
 
-    uri = tracking_uri or default_tracking_uri()
+    uri = paths.tracking_uri(configured_uri)
     db = store.sqlite_path(uri)
     if db is not None and not db.is_file():
         raise FileNotFoundError(
@@ -70,20 +60,23 @@ def select_runs(client, exp_id: str, sweep_id: str | None) -> tuple[str | None, 
     """(sweep id, job runs): the given sweep, else the most recent parent run's sweep, else
     (no parent runs at all) every run without a parent."""
     all_runs = search_runs(client, exp_id)
-    parents = [r for r in all_runs if r.data.tags.get(TAG_ROLE) == "sweep"]
+    parents = [r for r in all_runs if r.data.tags.get(C.TAG_ROLE) == C.ROLE_SWEEP]
     if sweep_id is None and parents:
-        sweep_id = parents[0].data.tags.get(TAG_SWEEP_ID)  # newest first
-    jobs = [r for r in all_runs if r.data.tags.get(TAG_ROLE) != "sweep"]
+        sweep_id = parents[0].data.tags.get(C.TAG_SWEEP_ID)  # newest first
+    jobs = [r for r in all_runs if r.data.tags.get(C.TAG_ROLE) != C.ROLE_SWEEP]
     if sweep_id is None:
-        return None, [r for r in jobs if TAG_PARENT not in r.data.tags]
-    parent_ids = {r.info.run_id for r in parents if r.data.tags.get(TAG_SWEEP_ID) == sweep_id}
+        return None, [r for r in jobs if C.TAG_PARENT not in r.data.tags]
+    parent_ids = {r.info.run_id for r in parents if r.data.tags.get(C.TAG_SWEEP_ID) == sweep_id}
     chosen = [
         r
         for r in jobs
-        if r.data.tags.get(TAG_SWEEP_ID) == sweep_id or r.data.tags.get(TAG_PARENT) in parent_ids
+        if r.data.tags.get(C.TAG_SWEEP_ID) == sweep_id
+        or r.data.tags.get(C.TAG_PARENT) in parent_ids
     ]
     if not chosen and not parent_ids:
-        known = sorted({r.data.tags[TAG_SWEEP_ID] for r in all_runs if TAG_SWEEP_ID in r.data.tags})
+        known = sorted(
+            {r.data.tags[C.TAG_SWEEP_ID] for r in all_runs if C.TAG_SWEEP_ID in r.data.tags}
+        )
         raise ValueError(
             f"sweep {sweep_id!r} not found; known sweeps: {', '.join(known) or 'none'}"
         )
@@ -128,48 +121,57 @@ def _float(text: str | None) -> float:
 def run_record(client, run, sweep_id: str | None) -> dict[str, Any]:
     """One table row from one job run: tags, params, final metrics, weights size, FVD curve."""
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    method = tags.get("rank_sweep.method") or params.get("finetune.method") or "unknown"
-    rank = _int(tags.get("rank_sweep.lora_rank")) if method == "lora" else None
-    if method == "lora" and rank is None:
+    method = tags.get(C.TAG_METHOD) or params.get("finetune.method") or "unknown"
+    is_lora = method == "lora"
+    rank = _int(tags.get(C.TAG_LORA_RANK)) if is_lora else None
+    if is_lora and rank is None:
         rank = _int(params.get("lora.rank"))
+    # The alpha peft received (after alpha_mode) and its scale; runs logged before these
+    # tags existed fall back to the configured alpha, with no scale.
+    alpha = tags.get(C.TAG_LORA_ALPHA) or params.get("lora.alpha")
     rec: dict[str, Any] = {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name or "",
-        "sweep_id": tags.get(TAG_SWEEP_ID) or "",
-        "in_sweep": sweep_id is None or tags.get(TAG_SWEEP_ID) == sweep_id,
+        "sweep_id": tags.get(C.TAG_SWEEP_ID) or "",
+        "in_sweep": sweep_id is None or tags.get(C.TAG_SWEEP_ID) == sweep_id,
         "start_time": pd.to_datetime(run.info.start_time or 0, unit="ms", utc=True),
         "method": method,
         "rank": rank,
-        "alpha": _float(params.get("lora.alpha")) if method == "lora" else float("nan"),
-        "alpha_mode": params.get("lora.alpha_mode", "") if method == "lora" else "",
+        "alpha": _float(alpha) if is_lora else float("nan"),
+        "alpha_mode": params.get("lora.alpha_mode", "") if is_lora else "",
+        "lora_scale": _float(tags.get(C.TAG_LORA_SCALE)) if is_lora else float("nan"),
         "lr": _float(params.get("finetune.lr")),
         "seed": _int(params.get("train.seed")),
         "data_name": params.get("data.name", ""),
-        "status": tags.get("rank_sweep.status") or "running",
-        "pruned_step": _int(tags.get("rank_sweep.pruned_step")),
-        "error": tags.get("rank_sweep.error", ""),
-        "fingerprint": tags.get("rank_sweep.fingerprint", ""),
-        "device": params.get("device", ""),
+        "status": tags.get(C.TAG_STATUS) or C.RUNNING,
+        "pruned_step": _int(tags.get(C.TAG_PRUNED_STEP)),
+        "error": tags.get(C.TAG_ERROR, ""),
+        "fingerprint": tags.get(C.TAG_FINGERPRINT, ""),
+        "reused_from": tags.get(C.TAG_REUSED_FROM, ""),
+        "device": params.get(C.PARAM_DEVICE, ""),
         "nproc": _int(params.get("dist.nproc_per_node")) or 1,
         "steps_planned": _int(params.get("train.steps")),
     }
     for key, col in SCALAR_METRICS.items():
         rec[col] = metrics.get(key, float("nan"))
-    datasets = sorted({k.split("/", 1)[1] for k in metrics if k.startswith(("fvd/", "kid/"))})
     for key, value in metrics.items():
-        if key.split("/", 1)[0] in DATASET_METRICS and "/" in key:
+        if C.parse_dataset_metric(key) is not None:
             rec[key] = value
     history: dict[str, list[tuple[int, float]]] = {}
-    for ds in datasets:
-        if f"fvd/{ds}" in metrics:
-            h = _history(client, run.info.run_id, f"fvd/{ds}")
+    for ds in C.metric_datasets(metrics):
+        fvd_key = C.dataset_metric(C.FVD, ds)
+        if fvd_key in metrics:
+            h = _history(client, run.info.run_id, fvd_key)
             history[ds] = list(zip(h["step"].astype(int), h["value"].astype(float)))
-            rec[f"best_fvd/{ds}"] = float(h["value"].min())
+            rec[C.dataset_metric("best_fvd", ds)] = float(h["value"].min())
     rec["fvd_history"] = history
     for key, value in params.items():
-        if key.startswith("protocol."):
+        if key.startswith(C.PROTOCOL_PREFIX):
             rec[key] = value
-    rec["adapter_bytes"] = artifact_bytes(client, run.info.run_id, WEIGHTS_DIR.get(method, ""))
+    weights = C.WEIGHTS_DIR.get(method, "")
+    # A reused run's weights stay with the run that did the work.
+    owner = rec["reused_from"] or run.info.run_id
+    rec["adapter_bytes"] = artifact_bytes(client, owner, weights) if weights else 0
     return rec
 
 
@@ -179,9 +181,9 @@ def _borrowed_baseline(client, exp_id: str, rows: list[dict[str, Any]]) -> list[
     if any(r["method"] == "full" for r in rows) or not rows:
         return []
     data_names = {r["data_name"] for r in rows}
-    for run in search_runs(client, exp_id, "tags.`rank_sweep.method` = 'full'"):
+    for run in search_runs(client, exp_id, f"tags.`{C.TAG_METHOD}` = 'full'"):
         tags, params = run.data.tags, run.data.params
-        if tags.get("rank_sweep.status") == "completed" and params.get("data.name") in data_names:
+        if tags.get(C.TAG_STATUS) == C.COMPLETED and params.get("data.name") in data_names:
             rec = run_record(client, run, sweep_id=None)
             rec["in_sweep"] = False
             return [rec]

@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from rank_sweep.report.table import baseline_rows, datasets, pareto_mask
+from rank_sweep.track import contract as C
 
 METRIC_LABEL = {"fvd": "FVD (lower is better)", "kid": "KID (lower is better)"}
 
@@ -59,14 +60,15 @@ def fig_metric_vs_rank(df: pd.DataFrame, metric: str = "fvd") -> Figure:
     _empty_if_no_datasets(axes, names)
     full = baseline_rows(df)
     for ax, ds in zip(axes, names):
-        col = f"{metric}/{ds}"
+        col = C.dataset_metric(metric, ds)
         lora = df[(df["method"] == "lora") & df["rank"].notna() & _col(df, col).notna()]
         for seed, grp in lora.groupby(lora["seed"].astype("float").fillna(-1), sort=True):
             grp = grp.sort_values("rank")
             label = "LoRA" if seed < 0 or lora["seed"].nunique() < 2 else f"LoRA seed {int(seed)}"
             x = grp["rank"].astype(float)
             v = grp[col]
-            yerr = _yerr(v, _col(grp, f"{metric}_ci_lo/{ds}"), _col(grp, f"{metric}_ci_hi/{ds}"))
+            lo, hi = C.ci_metric(metric, "lo", ds), C.ci_metric(metric, "hi", ds)
+            yerr = _yerr(v, _col(grp, lo), _col(grp, hi))
             ax.errorbar(x, v, yerr=yerr, fmt="o-", capsize=4, label=label)
             pruned = grp["status"] == "pruned"
             if pruned.any():
@@ -75,7 +77,8 @@ def fig_metric_vs_rank(df: pd.DataFrame, metric: str = "fvd") -> Figure:
         if not have.empty:
             b = have.iloc[0]
             ax.axhline(b[col], color="k", ls="--", label="full fine-tune")
-            lo, hi = b.get(f"{metric}_ci_lo/{ds}", np.nan), b.get(f"{metric}_ci_hi/{ds}", np.nan)
+            lo = b.get(C.ci_metric(metric, "lo", ds), np.nan)
+            hi = b.get(C.ci_metric(metric, "hi", ds), np.nan)
             if not (pd.isna(lo) or pd.isna(hi)):
                 ax.axhspan(lo, hi, color="k", alpha=0.12, label="full 95% CI")
         if lora.empty:
@@ -97,7 +100,7 @@ def fig_fvd_vs_params(df: pd.DataFrame) -> Figure:
     _empty_if_no_datasets(axes, names)
     colors = _rank_colors(df)
     for ax, ds in zip(axes, names):
-        col = f"fvd/{ds}"
+        col = C.dataset_metric(C.FVD, ds)
         pts = df[_col(df, col).notna() & df["trainable_params"].notna()]
         if pts.empty:
             _no_data(ax, col)

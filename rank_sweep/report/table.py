@@ -11,6 +11,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from rank_sweep.track import contract as C
+
 # Every stamped protocol field must agree across runs (detector name/sha/pretrained, clip
 # counts, frames, resolution, split, sampling steps, KID subset size), except these: the
 # eval seed may follow train.seed, the dataset is the key itself, a file path is per machine.
@@ -31,12 +33,20 @@ RANDOM_INIT_BANNER = (
 
 def datasets(df: pd.DataFrame) -> list[str]:
     """Datasets with an FVD or KID column, sorted."""
-    names = {c.split("/", 1)[1] for c in df.columns if c.startswith(("fvd/", "kid/"))}
-    return sorted(names)
+    return C.metric_datasets(df.columns)
+
+
+def _protocol_fields(df: pd.DataFrame) -> dict[str, list[str]]:
+    """dataset -> stamped fields; dataset names with dots are told apart by the datasets
+    the runs name (metric columns, data.name)."""
+    known = set(datasets(df))
+    if "data_name" in df:
+        known |= {str(v) for v in df["data_name"].dropna()}
+    return C.protocol_fields(df.columns, known)
 
 
 def protocol_datasets(df: pd.DataFrame) -> list[str]:
-    return sorted({c.split(".")[1] for c in df.columns if c.startswith("protocol.")})
+    return list(_protocol_fields(df))
 
 
 def compute_hours(step_time_s: float, steps_done: float, nproc: float) -> float:
@@ -107,8 +117,8 @@ def add_deltas(df: pd.DataFrame) -> pd.DataFrame:
     df = df.copy()
     full = baseline_rows(df)
     for ds in datasets(df):
-        for m in ("fvd", "kid"):
-            col = f"{m}/{ds}"
+        for m in (C.FVD, C.KID):
+            col = C.dataset_metric(m, ds)
             if col not in df:
                 continue
             out = []
@@ -116,7 +126,7 @@ def add_deltas(df: pd.DataFrame) -> pd.DataFrame:
             for _, row in df.iterrows():
                 base = _baseline_for(have, row["seed"])
                 out.append(np.nan if base is None else row[col] - base[col])
-            df[f"delta_{m}/{ds}"] = out
+            df[C.dataset_metric(f"delta_{m}", ds)] = out
     return df
 
 
@@ -124,16 +134,16 @@ def check_protocols(df: pd.DataFrame) -> list[str]:
     """One warning per protocol field that differs across runs, and per run whose FVD/KID
     has no protocol stamp. Empty list: every number was measured the same way."""
     warnings: list[str] = []
-    for ds in sorted(set(datasets(df)) | set(protocol_datasets(df))):
-        metric_cols = [c for c in (f"fvd/{ds}", f"kid/{ds}") if c in df]
+    fields = _protocol_fields(df)
+    for ds in sorted(set(datasets(df)) | set(fields)):
+        metric_cols = [c for c in (C.dataset_metric(m, ds) for m in (C.FVD, C.KID)) if c in df]
         none = pd.Series(False, index=df.index)
         has_metric = df[metric_cols].notna().any(axis=1) if metric_cols else none
-        stamp_cols = sorted(c for c in df.columns if c.startswith(f"protocol.{ds}."))
+        stamp_cols = [C.protocol_param(ds, f) for f in fields.get(ds, [])]
         stamped = df[stamp_cols].notna().any(axis=1) if stamp_cols else none
         for _, row in df[has_metric & ~stamped].iterrows():
             warnings.append(f"{run_label(row)}: {ds} metrics have no protocol stamp")
-        for col in stamp_cols:
-            field = col.split(".", 2)[2]
+        for field, col in zip(fields.get(ds, []), stamp_cols):
             if not compared_field(field):
                 continue
             values = df.loc[stamped, col].fillna("<missing>").astype(str)
@@ -148,7 +158,12 @@ def check_protocols(df: pd.DataFrame) -> list[str]:
 
 def random_init(df: pd.DataFrame) -> bool:
     """True when any run's metrics came from a random-init detector."""
-    cols = [c for c in df.columns if c.startswith("protocol.") and c.endswith("pretrained")]
+    cols = [
+        C.protocol_param(ds, f)
+        for ds, fs in _protocol_fields(df).items()
+        for f in fs
+        if f.endswith("pretrained")  # `detector.pretrained` and the older `detector_pretrained`
+    ]
     return any(str(v).strip().lower() == "false" for c in cols for v in df[c].dropna())
 
 
@@ -165,12 +180,15 @@ def run_label(row: pd.Series) -> str:
 def _missing_final(row: pd.Series, names: list[str]) -> list[str]:
     # A run owes final metrics on its own data (data.name) and on whatever it evaluated;
     # a sweep over data=ucf101,kinetics400 has runs that never see the other dataset.
-    own = {ds for ds in names if any(pd.notna(row.get(f"{m}/{ds}")) for m in ("fvd", "kid"))}
+    own = {
+        ds
+        for ds in names
+        if any(pd.notna(row.get(C.dataset_metric(m, ds))) for m in (C.FVD, C.KID))
+    }
     if row.get("data_name") in names:
         own.add(row["data_name"])
-    need = [
-        f"{m}/{ds}" for ds in sorted(own or names) for m in ("fvd", "kid", "fvd_ci_lo", "fvd_ci_hi")
-    ]
+    final = (C.FVD, C.KID, C.ci_name(C.FVD, "lo"), C.ci_name(C.FVD, "hi"))
+    need = [C.dataset_metric(m, ds) for ds in sorted(own or names) for m in final]
     return [c for c in need if c not in row.index or pd.isna(row[c])]
 
 
@@ -222,10 +240,9 @@ def report_warnings(df: pd.DataFrame) -> list[str]:
 def protocol_stamp(df: pd.DataFrame) -> dict[str, dict[str, str]]:
     """dataset -> field -> value (distinct values joined by ' | ' when runs disagree)."""
     stamp: dict[str, dict[str, str]] = {}
-    for ds in protocol_datasets(df):
-        fields = sorted(c.split(".", 2)[2] for c in df.columns if c.startswith(f"protocol.{ds}."))
+    for ds, fields in _protocol_fields(df).items():
         stamp[ds] = {
-            f: " | ".join(sorted(df[f"protocol.{ds}.{f}"].dropna().astype(str).unique()))
+            f: " | ".join(sorted(df[C.protocol_param(ds, f)].dropna().astype(str).unique()))
             for f in fields
         }
     return stamp
@@ -253,15 +270,27 @@ def _signed(x, is_base: bool = False) -> str:
 
 def _dataset_cells(r: pd.Series, ds: str, is_base: bool) -> list[str]:
     def g(k: str):
-        return r.get(f"{k}/{ds}", np.nan)
+        return r.get(C.dataset_metric(k, ds), np.nan)
+
+    def ci(m: str):
+        return _with_ci(g(m), g(C.ci_name(m, "lo")), g(C.ci_name(m, "hi")))
 
     return [
-        _with_ci(g("fvd"), g("fvd_ci_lo"), g("fvd_ci_hi")),
+        ci(C.FVD),
         _signed(g("delta_fvd"), is_base),
-        _with_ci(g("kid"), g("kid_ci_lo"), g("kid_ci_hi")),
+        ci(C.KID),
         _signed(g("delta_kid"), is_base),
         _fmt(g("best_fvd")),
     ]
+
+
+def _alpha_cell(r: pd.Series) -> str:
+    """`16 (ratio, scale 2)`: the alpha peft received, how it was chosen, the update scale."""
+    if pd.isna(r["alpha"]):
+        return "–"
+    scale = r.get("lora_scale", np.nan)
+    extra = "" if pd.isna(scale) else f", scale {scale:.3g}"
+    return f"{r['alpha']:g} ({r['alpha_mode']}{extra})"
 
 
 def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
@@ -269,7 +298,7 @@ def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     names = datasets(df)
     multi_seed = df["seed"].dropna().nunique() > 1
     headers = ["method", "rank"] + (["seed"] if multi_seed else [])
-    headers += ["alpha (mode)", "trainable (% full)", "weights MB", "steps", "status"]
+    headers += ["alpha (mode, scale)", "trainable (% full)", "weights MB", "steps", "status"]
     for ds in names:
         headers += [f"FVD {ds} [95% CI]", f"ΔFVD {ds}", f"KID {ds} [95% CI]", f"ΔKID {ds}"]
         headers += [f"best FVD {ds}"]
@@ -283,8 +312,10 @@ def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         cells.append("–" if pd.isna(r["rank"]) else str(int(r["rank"])))
         if multi_seed:
             cells.append("–" if pd.isna(r["seed"]) else str(int(r["seed"])))
-        alpha = "–" if pd.isna(r["alpha"]) else f"{r['alpha']:g} ({r['alpha_mode']})"
-        cells += [alpha, f"{_fmt(r['trainable_params'], ',.0f')} ({_fmt(r['trainable_pct'])}%)"]
+        cells += [
+            _alpha_cell(r),
+            f"{_fmt(r['trainable_params'], ',.0f')} ({_fmt(r['trainable_pct'])}%)",
+        ]
         cells += [_fmt(r["adapter_mb"]), _fmt(r["steps_done"], ".0f")]
         status = str(r["status"])
         if status == "pruned" and not pd.isna(r["pruned_step"]):
@@ -304,11 +335,12 @@ def long_metrics(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for _, r in df.iterrows():
         for ds in datasets(df):
-            for m in ("fvd", "kid"):
-                v = r.get(f"{m}/{ds}", np.nan)
+            for m in (C.FVD, C.KID):
+                v = r.get(C.dataset_metric(m, ds), np.nan)
                 if pd.isna(v):
                     continue
-                lo, hi = r.get(f"{m}_ci_lo/{ds}", np.nan), r.get(f"{m}_ci_hi/{ds}", np.nan)
+                lo = r.get(C.ci_metric(m, "lo", ds), np.nan)
+                hi = r.get(C.ci_metric(m, "hi", ds), np.nan)
                 label = "full" if r["method"] == "full" else f"r={r['rank']}"
                 rows.append({**{k: r[k] for k in keys}, "setting": label, "dataset": ds, "metric": m,
                              "value": v, "ci_lo": lo, "ci_hi": hi})  # fmt: skip

@@ -12,7 +12,6 @@ Registered in conf/config.yaml:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -21,6 +20,19 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from rank_sweep.paths import optuna_storage, tracking_uri
+from rank_sweep.track.contract import (
+    ROLE_SWEEP,
+    TAG_OVERRIDES,
+    TAG_PRUNER,
+    TAG_ROLE,
+    TAG_SWEEP_ID,
+    TAG_SWEEP_NAME,
+    status_count_tag,
+)
+from rank_sweep.utils.atomic import write_text_atomic
+from rank_sweep.utils.keys import content_key
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +55,7 @@ def sweep_id_for(config: DictConfig) -> str:
     task = sorted(str(o) for o in (config.hydra.overrides.get("task") or []))
     params = config.hydra.get("sweeper", {}).get("params")
     params = OmegaConf.to_container(params, resolve=True) if params is not None else None
-    blob = json.dumps({"task": task, "sweeper": params}, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
-    return f"{config.sweep_name}-{digest}"
+    return f"{config.sweep_name}-{content_key({'task': task, 'sweeper': params}, 8)}"
 
 
 def read_sweep_info(sweep_dir: Path) -> SweepInfo | None:
@@ -57,12 +67,8 @@ def read_sweep_info(sweep_dir: Path) -> SweepInfo | None:
 
 
 def write_sweep_info(sweep_dir: Path, info: SweepInfo) -> Path:
-    sweep_dir.mkdir(parents=True, exist_ok=True)
-    path = sweep_dir / SWEEP_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(asdict(info), indent=2))
-    tmp.replace(path)  # atomic: a job never reads half a file
-    return path
+    # Atomic: a job never reads half a file.
+    return write_text_atomic(sweep_dir / SWEEP_FILE, json.dumps(asdict(info), indent=2))
 
 
 def _open_parent(config: DictConfig, sweep_id: str, uri: str, experiment: str) -> str:
@@ -74,11 +80,11 @@ def _open_parent(config: DictConfig, sweep_id: str, uri: str, experiment: str) -
     existing = find_sweep_run(uri, experiment, sweep_id)
     overrides = " ".join(str(o) for o in (config.hydra.overrides.get("task") or []))
     tags = {
-        "rank_sweep.role": "sweep",
-        "rank_sweep.sweep_id": sweep_id,
-        "rank_sweep.sweep_name": str(config.sweep_name),
-        "rank_sweep.overrides": overrides,
-        "rank_sweep.pruner": str(config.prune.pruner),
+        TAG_ROLE: ROLE_SWEEP,
+        TAG_SWEEP_ID: sweep_id,
+        TAG_SWEEP_NAME: str(config.sweep_name),
+        TAG_OVERRIDES: overrides,
+        TAG_PRUNER: str(config.prune.pruner),
     }
     params = {f"prune.{k}": str(v) for k, v in OmegaConf.to_container(config.prune).items()}
     tracker = Tracker(uri, experiment)
@@ -95,16 +101,15 @@ class SweepCallback(Callback):
     """MLflow parent run + Optuna study per multirun; `sweep.json` for the jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from rank_sweep.prune.study import default_storage, make_pruner, open_study
-        from rank_sweep.track.store import default_tracking_uri
+        from rank_sweep.prune.study import make_pruner, open_study
 
         sweep_id = sweep_id_for(config)
         experiment = str(config.track.experiment)
         uri = parent = None
         if config.track.enabled:
-            uri = config.track.uri or default_tracking_uri()
+            uri = tracking_uri(config.track.uri)
             parent = _open_parent(config, sweep_id, uri, experiment)
-        storage = config.prune.storage or default_storage()
+        storage = optuna_storage(config.prune.storage)
         # Created even with prune=none: the trials still record every job for the dashboard.
         open_study(storage, sweep_id, make_pruner(config.prune), create=True)
         info = SweepInfo(sweep_id, parent, uri, experiment, sweep_id, storage)
@@ -123,7 +128,7 @@ class SweepCallback(Callback):
             counts = status_counts(
                 child_runs(info.tracking_uri, info.experiment, info.parent_run_id)
             )
-            tags = {f"rank_sweep.n_{status}": str(n) for status, n in counts.items()}
+            tags = {status_count_tag(status): str(n) for status, n in counts.items()}
             end_run(info.tracking_uri, info.parent_run_id, tags, "FINISHED")
             log.info("sweep %s ended: %s", info.sweep_id, counts)
         failed = read_failures(sweep_dir)

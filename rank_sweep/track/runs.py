@@ -5,35 +5,36 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 
+from rank_sweep.track.contract import (
+    MLFLOW_RUN_STATUS,
+    MLFLOW_TAG_PREFIX,
+    PRUNED,
+    REUSABLE_STATUSES,
+    ROLE_SWEEP,
+    STATUSES,
+    TAG_FINGERPRINT,
+    TAG_PARENT,
+    TAG_REUSED_FROM,
+    TAG_ROLE,
+    TAG_RUN_NAME,
+    TAG_SWEEP_ID,
+    run_status,
+)
 from rank_sweep.track.retry import with_lock_retry
-
-TAG_ROLE = "rank_sweep.role"
-TAG_SWEEP_ID = "rank_sweep.sweep_id"
-TAG_STATUS = "rank_sweep.status"
-TAG_FINGERPRINT = "rank_sweep.fingerprint"
-TAG_PARENT = "mlflow.parentRunId"  # MLflow's own tag: the UI nests children under it
-
-FINAL_STATUSES = ("completed", "pruned", "failed")
-ALL_STATUSES = (*FINAL_STATUSES, "running")
 
 
 @dataclass
 class RunInfo:
     run_id: str
-    status: str  # rank_sweep status: completed | pruned | failed | running
+    status: str  # rank_sweep status: one of contract.STATUSES
     mlflow_status: str  # RUNNING | FINISHED | KILLED | FAILED
     run_name: str
     parent_run_id: str | None
     start_time: int  # ms since epoch
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)  # last value of each key
-
-
-def run_status(tags: dict[str, str]) -> str:
-    """rank_sweep status of a run; a run with no final status is still `running`."""
-    status = tags.get(TAG_STATUS, "running")
-    return status if status in FINAL_STATUSES else "running"
 
 
 def _client(uri: str):
@@ -89,12 +90,12 @@ def find_run_by_fingerprint(
 ) -> RunInfo | None:
     """Latest job run tagged with `fingerprint` whose status is in `statuses`.
 
-    `("completed", "pruned")` finds a finished job to reuse; `("running",)` a killed one
-    to resume (a killed job never wrote its final status).
+    `contract.REUSABLE_STATUSES` finds a finished job to reuse; `("running",)` a killed
+    one to resume (a killed job never wrote its final status).
     """
-    bad = [s for s in statuses if s not in ALL_STATUSES]
+    bad = [s for s in statuses if s not in STATUSES]
     if bad:
-        raise ValueError(f"statuses {bad} not allowed; use any of {', '.join(ALL_STATUSES)}")
+        raise ValueError(f"statuses {bad} not allowed; use any of {', '.join(STATUSES)}")
     client = _client(uri)
     exp_id = _experiment_id(client, experiment)
     if exp_id is None:
@@ -106,6 +107,27 @@ def find_run_by_fingerprint(
     return None
 
 
+def find_reusable_run(
+    uri: str, experiment: str, fingerprint: str, sweep_id: str | None
+) -> RunInfo | None:
+    """Latest run with `fingerprint` that another job may stand in for.
+
+    A run that ended for reasons of its own config (`REUSABLE_STATUSES`) serves anyone; a
+    pruned run only a rerun of the sweep whose decision pruned it.
+    """
+    client = _client(uri)
+    exp_id = _experiment_id(client, experiment)
+    if exp_id is None:
+        return None
+    for run in search_runs(client, exp_id, f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}'"):
+        info = _info(run)
+        if info.status in REUSABLE_STATUSES:
+            return info
+        if info.status == PRUNED and sweep_id and info.tags.get(TAG_SWEEP_ID) == sweep_id:
+            return info
+    return None
+
+
 def find_sweep_run(uri: str, experiment: str, sweep_id: str) -> RunInfo | None:
     """The parent run of sweep `sweep_id` (latest one if several), or None."""
     client = _client(uri)
@@ -113,7 +135,9 @@ def find_sweep_run(uri: str, experiment: str, sweep_id: str) -> RunInfo | None:
     if exp_id is None:
         return None
     runs = search_runs(
-        client, exp_id, f"tags.`{TAG_ROLE}` = 'sweep' and tags.`{TAG_SWEEP_ID}` = '{sweep_id}'"
+        client,
+        exp_id,
+        f"tags.`{TAG_ROLE}` = '{ROLE_SWEEP}' and tags.`{TAG_SWEEP_ID}` = '{sweep_id}'",
     )
     return _info(runs[0]) if runs else None
 
@@ -131,7 +155,7 @@ def child_runs(uri: str, experiment: str, parent_run_id: str) -> list[RunInfo]:
 def status_counts(runs: list[RunInfo]) -> dict[str, int]:
     """Number of runs per rank_sweep status, every status present (zeros included)."""
     counts = Counter(r.status for r in runs)
-    return {s: counts.get(s, 0) for s in ALL_STATUSES}
+    return {s: counts.get(s, 0) for s in STATUSES}
 
 
 def end_run(uri: str, run_id: str, tags: dict[str, str], mlflow_status: str = "FINISHED") -> None:
@@ -144,24 +168,46 @@ def end_run(uri: str, run_id: str, tags: dict[str, str], mlflow_status: str = "F
     with_lock_retry(lambda: client.set_terminated(run_id, mlflow_status), "end run")
 
 
+def artifact_uri(uri: str, run_id: str) -> str:
+    """Where run `run_id` keeps its artifacts (a file:// dir or a server's mlflow-artifacts:)."""
+    client = _client(uri)
+    return with_lock_retry(partial(client.get_run, run_id), "get run").info.artifact_uri
+
+
+def read_artifact_text(uri: str, run_id: str, path: str) -> str | None:
+    """Text of artifact file `path` of run `run_id`; None when the run logged no such file."""
+    import tempfile
+
+    from mlflow.exceptions import MlflowException
+
+    client = _client(uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = client.download_artifacts(run_id, path, tmp)
+        except (MlflowException, OSError):
+            return None
+        return Path(local).read_text()
+
+
 def copy_run(uri: str, source_run_id: str, parent_run_id: str, tags: dict[str, str]) -> str:
     """Copy a finished run (params, tags, full metric histories) under another sweep's parent.
 
     A reused job thereby appears in every sweep that asked for it, so each sweep's report
-    is complete; `rank_sweep.reused_from` points at the run that did the work (artifacts
+    is complete; its `TAG_REUSED_FROM` tag points at the run that did the work (artifacts
     stay there).
     """
     from mlflow.entities import Metric, Param, RunTag
 
     client = _client(uri)
     src = with_lock_retry(partial(client.get_run, source_run_id), "get run")
-    keep = {k: v for k, v in src.data.tags.items() if not k.startswith("mlflow.")}
+    keep = {k: v for k, v in src.data.tags.items() if not k.startswith(MLFLOW_TAG_PREFIX)}
     new_tags = {
         **keep,
         **tags,
         TAG_PARENT: parent_run_id,
-        "mlflow.runName": src.info.run_name or "",
-        "rank_sweep.reused_from": source_run_id,
+        TAG_RUN_NAME: src.info.run_name or "",
+        # A copy of a copy still points at the run that did the work.
+        TAG_REUSED_FROM: src.data.tags.get(TAG_REUSED_FROM) or source_run_id,
     }
     run = with_lock_retry(
         partial(client.create_run, src.info.experiment_id, run_name=src.info.run_name),
@@ -187,6 +233,6 @@ def copy_run(uri: str, source_run_id: str, parent_run_id: str, tags: dict[str, s
         )
     for i in range(100, len(params), 100):
         with_lock_retry(partial(client.log_batch, rid, params=params[i : i + 100]), "copy params")
-    status = "FINISHED" if run_status(src.data.tags) == "completed" else "KILLED"
+    status = MLFLOW_RUN_STATUS.get(run_status(src.data.tags), MLFLOW_RUN_STATUS[PRUNED])
     with_lock_retry(partial(client.set_terminated, rid, status), "end run")
     return rid

@@ -1,7 +1,7 @@
 """Where MLflow keeps runs and artifacts, and creating that store once.
 
-MLflow 3 refuses the file store, so the default is a SQLite DB beside the repo with an
-artifact dir next to it (an absolute location: MLflow's own default `./mlruns` would
+MLflow 3 refuses the file store, so the default (`paths.tracking_uri`) is a SQLite DB
+beside the repo with an artifact dir next to it (an absolute location: MLflow's own default `./mlruns` would
 follow the current dir of whichever job created the experiment). Teams point
 `track.uri` at an `http://` server, which then decides where artifacts go.
 """
@@ -13,16 +13,11 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from rank_sweep.paths import REPO_ROOT
 from rank_sweep.track.retry import with_lock_retry
 
 log = logging.getLogger(__name__)
 
 _ensured: dict[tuple[str, str], str] = {}
-
-
-def default_tracking_uri() -> str:
-    return f"sqlite:///{REPO_ROOT / 'mlflow.db'}"
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -18,14 +18,19 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from rank_sweep.track.retry import with_lock_retry
-from rank_sweep.track.runs import (
+from rank_sweep.track.contract import (
+    MLFLOW_RUN_STATUS,
+    ROLE_SWEEP,
+    RUNNING,
+    TAG_ERROR,
     TAG_PARENT,
+    TAG_PRUNED_STEP,
+    TAG_RESUMES,
     TAG_ROLE,
     TAG_STATUS,
-    RunInfo,
-    find_run_by_fingerprint,
 )
+from rank_sweep.track.retry import with_lock_retry
+from rank_sweep.track.runs import RunInfo, find_run_by_fingerprint
 from rank_sweep.track.store import ensure_store
 
 __all__ = ["Tracker", "flatten_config", "find_run_by_fingerprint", "RunInfo"]
@@ -37,8 +42,6 @@ MAX_PARAM_VAL_LENGTH = 6000
 MAX_TAG_VAL_LENGTH = 8000
 _PARAMS_PER_BATCH = 100
 _METRICS_PER_BATCH = 1000
-
-_MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
 
 
 def truncate(value: str, limit: int) -> str:
@@ -113,23 +116,23 @@ class Tracker:
         all_tags = {k: truncate(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
         if parent_run_id:
             all_tags[TAG_PARENT] = parent_run_id
-        # Only job runs carry a status, so `rank_sweep.status` queries never count parents.
-        is_sweep = all_tags.get(TAG_ROLE) == "sweep"
+        # Only job runs carry a status, so status queries never count parents.
+        is_sweep = all_tags.get(TAG_ROLE) == ROLE_SWEEP
         if run is not None:
             self._run_id = run.info.run_id
             # Latest point per key, with its step (what MLflow's own monitor reads on resume).
             self._last_step = {m.key: int(m.step) for m in run.data._metric_objs}
             self._call("reopen run", lambda: self.client.update_run(self._run_id, "RUNNING"))
-            resumes = int(run.data.tags.get("rank_sweep.resumes", "0")) + 1
-            all_tags["rank_sweep.resumes"] = str(resumes)
+            resumes = int(run.data.tags.get(TAG_RESUMES, "0")) + 1
+            all_tags[TAG_RESUMES] = str(resumes)
             if not is_sweep:
-                all_tags[TAG_STATUS] = "running"  # a failed run rerun is live again
+                all_tags[TAG_STATUS] = RUNNING  # a failed run rerun is live again
             self.set_tags(all_tags)
             params = self._new_params(params, dict(run.data.params))
             log.info("resumed MLflow run %s (resume #%d)", self._run_id, resumes)
         else:
             if not is_sweep:
-                all_tags[TAG_STATUS] = "running"
+                all_tags[TAG_STATUS] = RUNNING
             created = self._call(
                 "create run",
                 lambda: self.client.create_run(exp_id, run_name=run_name, tags=all_tags),
@@ -225,10 +228,10 @@ class Tracker:
     def finish(
         self, status: str, *, error: str | None = None, pruned_step: int | None = None
     ) -> None:
-        """Write the final status tags and end the run (FINISHED / KILLED / FAILED)."""
-        if status not in _MLFLOW_STATUS:
+        """Write the final status tags and end the run (contract.MLFLOW_RUN_STATUS)."""
+        if status not in MLFLOW_RUN_STATUS:
             raise ValueError(
-                f"status={status!r} not allowed; use one of {', '.join(_MLFLOW_STATUS)}"
+                f"status={status!r} not allowed; use one of {', '.join(MLFLOW_RUN_STATUS)}"
             )
         if self._finished:
             log.warning("run %s already finished; ignoring finish(%s)", self.run_id, status)
@@ -238,12 +241,12 @@ class Tracker:
             self._monitor = None
         tags = {TAG_STATUS: status}
         if pruned_step is not None:
-            tags["rank_sweep.pruned_step"] = str(int(pruned_step))
+            tags[TAG_PRUNED_STEP] = str(int(pruned_step))
         if error:
-            tags["rank_sweep.error"] = truncate(error, 1000)
+            tags[TAG_ERROR] = truncate(error, 1000)
         self.set_tags(tags)
         self._call(
-            "end run", lambda: self.client.set_terminated(self.run_id, _MLFLOW_STATUS[status])
+            "end run", lambda: self.client.set_terminated(self.run_id, MLFLOW_RUN_STATUS[status])
         )
         self._finished = True
         log.info("MLflow run %s ended: %s", self.run_id, status)

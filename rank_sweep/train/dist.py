@@ -15,9 +15,14 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
+from rank_sweep.train.precision import amp_dtype_for
+from rank_sweep.utils.device import pick_device
+
 log = logging.getLogger(__name__)
 
 BACKENDS = ("single", "fsdp", "deepspeed")
+COMM_BACKENDS = ("auto", "nccl", "gloo")  # auto: nccl on GPU, gloo on CPU
+ZERO_STAGES = (2, 3)  # DeepSpeed stages the deepspeed backend runs
 
 
 @dataclass
@@ -40,13 +45,6 @@ def _env_int(*names: str, default: int) -> int:
     return default
 
 
-def _pick_device(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def init_distributed(dist_cfg: Any) -> DistContext:
     """Join the process group described by torchrun (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*) or
     SLURM (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID; MASTER_ADDR/PORT must be exported by the
@@ -59,13 +57,13 @@ def init_distributed(dist_cfg: Any) -> DistContext:
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
     world = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
     local = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
-    device = _pick_device(local)
+    device = pick_device("auto", local, set_current=True)
     if world <= 1:
         return DistContext(0, 1, 0, device, True)
     if not tdist.is_initialized():
         comm = str(getattr(dist_cfg, "comm_backend", "auto"))
         if comm == "auto":
-            comm = "nccl" if device.type == "cuda" else "gloo"
+            comm = "nccl" if device.type == "cuda" else "gloo"  # one of COMM_BACKENDS
         os.environ.setdefault("RANK", str(rank))
         os.environ.setdefault("WORLD_SIZE", str(world))
         os.environ.setdefault("LOCAL_RANK", str(local))
@@ -92,10 +90,6 @@ def any_rank(flag: bool, ctx: DistContext | None) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=ctx.device)
     tdist.all_reduce(t, op=tdist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-def bf16_supported(device: torch.device) -> bool:
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 class DeepSpeedModel(torch.nn.Module):
@@ -127,11 +121,11 @@ class DeepSpeedModel(torch.nn.Module):
 
 def deepspeed_config(dist_cfg: Any, train_cfg: Any, device: torch.device) -> dict:
     stage = int(dist_cfg.zero_stage)
-    if stage not in (2, 3):
-        raise ValueError(f"dist.zero_stage={stage} is not supported for deepspeed; allowed: 2, 3")
-    use_bf16 = str(train_cfg.mixed_precision) == "bf16" or (
-        str(train_cfg.mixed_precision) == "auto" and bf16_supported(device)
-    )
+    if stage not in ZERO_STAGES:
+        raise ValueError(
+            f"dist.zero_stage={stage} is not supported for deepspeed; allowed: {ZERO_STAGES}"
+        )
+    use_bf16 = amp_dtype_for(str(train_cfg.mixed_precision), device) is torch.bfloat16
     cfg: dict = {
         "train_micro_batch_size_per_gpu": int(train_cfg.micro_batch),
         "gradient_accumulation_steps": int(train_cfg.grad_accum),
@@ -155,12 +149,8 @@ def wrap_model(
     if backend == "fsdp":
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        # bf16 compute only where the hardware has it; on CPU gloo runs fp32.
-        param_dtype = (
-            torch.bfloat16
-            if str(dist_cfg.mixed_precision) == "bf16" and bf16_supported(ctx.device)
-            else None
-        )
+        # Parameters gathered in the loop's autocast dtype (train.mixed_precision).
+        param_dtype = amp_dtype_for(str(train_cfg.mixed_precision), ctx.device)
         mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
         reshard = bool(dist_cfg.reshard_after_forward)
         for block in transformer.blocks:

@@ -32,16 +32,11 @@ import torch
 import torch.distributed as tdist
 from tqdm.auto import tqdm
 
+from rank_sweep.track import contract as C
 from rank_sweep.train import state as train_state
 from rank_sweep.train.checkpoint import rng_state, set_rng_state
-from rank_sweep.train.dist import (
-    DeepSpeedModel,
-    DistContext,
-    any_rank,
-    bf16_supported,
-    is_sharded,
-    unwrap,
-)
+from rank_sweep.train.dist import DeepSpeedModel, DistContext, any_rank, is_sharded, unwrap
+from rank_sweep.train.precision import PRECISIONS, amp_dtype_for  # noqa: F401 (re-export)
 from rank_sweep.train.steps import (
     DataPos,
     ForwardFn,
@@ -57,7 +52,6 @@ from rank_sweep.train.steps import (
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("auto", "bf16", "no")
 TIMING_WARMUP = 2  # first optimizer steps of a process are excluded from step time
 
 
@@ -107,24 +101,6 @@ class _Progress:
         d = dict(d)
         d["pos"] = DataPos(*d["pos"])
         return cls(**d)
-
-
-def amp_dtype_for(mixed_precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast: `auto` uses it only on GPUs that have bf16 (on CPU it is slow and
-    would make CPU runs differ from fp32 references); `bf16` forces it; `no` disables."""
-    if mixed_precision not in PRECISIONS:
-        raise ValueError(
-            f"train.mixed_precision={mixed_precision!r} is not supported; allowed: {', '.join(PRECISIONS)}"
-        )
-    if mixed_precision == "no":
-        return None
-    if mixed_precision == "bf16":
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            raise ValueError(
-                f"train.mixed_precision=bf16 but {torch.cuda.get_device_name(device)} lacks bf16"
-            )
-        return torch.bfloat16
-    return torch.bfloat16 if bf16_supported(device) else None
 
 
 def peak_mem_mb(device: torch.device) -> float:
@@ -324,9 +300,9 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_now:.2e}")
             if want_log and ctx.is_main and hooks.on_log is not None:
-                metrics = {"train/loss": sum(prog.recent) / len(prog.recent), "train/lr": lr_now}
+                metrics = {C.TRAIN_LOSS: sum(prog.recent) / len(prog.recent), C.TRAIN_LR: lr_now}
                 if grad_norm is not None:
-                    metrics["train/grad_norm"] = grad_norm
+                    metrics[C.TRAIN_GRAD_NORM] = grad_norm
                 hooks.on_log(metrics, step)
 
             final = step == total
@@ -339,7 +315,7 @@ def train(
                 )
                 prog.val_loss = val_loss
                 if ctx.is_main and hooks.on_log is not None:
-                    hooks.on_log({"val/loss": val_loss}, step)
+                    hooks.on_log({C.VAL_LOSS: val_loss}, step)
             stop = False
             if is_eval and hooks.on_eval is not None:
                 stop = any_rank(bool(hooks.on_eval(step, val_loss)), ctx) and not final

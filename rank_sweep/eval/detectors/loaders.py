@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,8 @@ from torch import nn
 
 from rank_sweep.eval.detectors import i3d, inception
 from rank_sweep.paths import cache_dir
+from rank_sweep.utils.atomic import atomic_file
+from rank_sweep.utils.device import pick_device
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,7 @@ def file_sha256(path: Path) -> str:
 
 
 def _auto_device(device: Union[str, torch.device, None]) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return pick_device(device)
 
 
 @dataclass
@@ -128,13 +127,8 @@ def build_random(name: str, size: int, seed: int = 0) -> nn.Module:
 
 def save_torchscript(module: nn.Module, path: Path) -> None:
     """torch.jit.script + save, atomically (tmp file in the same dir, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         torch.jit.save(torch.jit.script(module.eval()), str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def random_detector_path(name: str, size: int, seed: int = 0) -> Path:

@@ -1,0 +1,66 @@
+"""Job identity built once from the config: method, rank, effective alpha, scale, label,
+fingerprint; and which jobs of a multirun are distinct."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from rank_sweep.job.identity import JobIdentity
+from rank_sweep.sweep.jobs import distinct_jobs
+from rank_sweep.track import contract as C
+
+
+@pytest.mark.parametrize(
+    ("overrides", "alpha", "scale"),
+    [
+        (["lora=ratio", "lora.rank=8"], 16.0, 2.0),  # alpha = 2r: what peft receives
+        (["lora=ratio", "lora.rank=64"], 128.0, 2.0),
+        (["lora.rank=8"], 16.0, 2.0),  # fixed: the config's alpha, scale alpha/r
+        (["lora.rank=64"], 16.0, 0.25),
+        (["lora=rslora", "lora.rank=16"], 16.0, 4.0),  # alpha/sqrt(r)
+    ],
+)
+def test_effective_alpha_and_scale(compose, overrides, alpha, scale) -> None:
+    ident = JobIdentity.from_config(compose(overrides))
+    assert ident.is_lora and ident.alpha == alpha and math.isclose(ident.scale, scale)
+    tags = ident.tags()
+    assert tags[C.TAG_LORA_ALPHA] == f"{alpha:g}" and float(tags[C.TAG_LORA_SCALE]) == scale
+    assert tags[C.TAG_METHOD] == "lora" and tags[C.TAG_LORA_RANK] == str(ident.rank)
+    assert ident.label == f"lora-r{ident.rank}" and ident.weights_dir == "adapter"
+    assert ident.summary()["alpha"] == alpha and ident.lora_meta()["alpha"] == alpha
+    assert f"alpha={alpha:g}" in ident.describe()
+
+
+def test_full_ignores_lora_settings(compose, tmp_path) -> None:
+    a = JobIdentity.from_config(compose(["finetune=full", "lora.rank=4"]))
+    b = JobIdentity.from_config(compose(["finetune=full", "lora.rank=64", "prune=median"]))
+    assert a == b and a.rank is None and a.alpha is None and a.scale is None
+    assert a.label == "full" and a.weights_dir == "model" and a.lora_meta() is None
+    assert a.tags()[C.TAG_LORA_RANK] == "" and a.trial_params() == {
+        "method": "full",
+        "lora_rank": 0,
+    }
+    cfg = compose(["finetune=full", f"state_dir={tmp_path}"])
+    assert JobIdentity.from_config(cfg).state_dir(cfg) == tmp_path / f"full-{a.fingerprint}"
+
+
+def test_fingerprint_ignores_where_and_how_it_is_tracked(compose) -> None:
+    base = JobIdentity.from_config(compose(["lora.rank=8"])).fingerprint
+    same = compose(["lora.rank=8", "track=off", "sweep_name=x", "output_dir=/tmp/y"])
+    assert JobIdentity.from_config(same).fingerprint == base
+    assert JobIdentity.from_config(compose(["lora.rank=16"])).fingerprint != base
+    assert JobIdentity.from_config(compose(["lora.rank=8", "train.seed=1"])).fingerprint != base
+
+
+def test_lora_and_full_sweep_has_one_full_job(compose) -> None:
+    from rank_sweep.config.preflight import expand_jobs
+    from rank_sweep.job.identity import fingerprint
+
+    jobs = list(expand_jobs(["finetune=lora,full", "lora.rank=4,8,16"], multirun=True))
+    assert len(jobs) == 6
+    out = distinct_jobs(jobs, lambda job: fingerprint(compose(job)))
+    assert len(out.kept) == 4 and len(out.dropped) == 2
+    assert sum("finetune=full" in job for job in out.kept) == 1
+    assert all("finetune=full" in job and "finetune=full" in same for job, same in out.dropped)
