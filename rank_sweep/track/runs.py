@@ -187,6 +187,6 @@ def copy_run(uri: str, source_run_id: str, parent_run_id: str, tags: dict[str, s
         )
     for i in range(100, len(params), 100):
         with_lock_retry(partial(client.log_batch, rid, params=params[i : i + 100]), "copy params")
-    status = "FINISHED" if run_status(src.data.tags) == "completed" else "KILLED"
+    status = "FAILED" if run_status(src.data.tags) == "failed" else "FINISHED"
     with_lock_retry(partial(client.set_terminated, rid, status), "end run")
     return rid

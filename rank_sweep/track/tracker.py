@@ -38,7 +38,9 @@ MAX_TAG_VAL_LENGTH = 8000
 _PARAMS_PER_BATCH = 100
 _METRICS_PER_BATCH = 1000
 
-_MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+# A pruned run ended as designed: FINISHED in MLflow (KILLED reads as a crash); the
+# `rank_sweep.status` tag says pruned and stays the source of truth.
+_MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "FINISHED", "failed": "FAILED"}
 
 
 def truncate(value: str, limit: int) -> str:
