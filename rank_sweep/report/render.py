@@ -48,15 +48,21 @@ def markdown(c: ReportContent) -> str:
     return "\n".join(out) + "\n"
 
 
+# Wide tables scroll inside their own box (the page never scrolls sideways); headers wrap,
+# numbers do not; plots take the full column width. No external resources: works offline.
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
+.tablewrap{overflow-x:auto;max-width:100%;border:1px solid #ddd;margin:1em 0}
+table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+td{white-space:nowrap}
+th{background:#f0f0f0;white-space:normal;min-width:4em;position:sticky;top:0}
+td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff}
+th:first-child{background:#f0f0f0}
 tr.full td{font-weight:bold;background:#f7f7ff}
 .banner{background:#b00020;color:#fff;font-size:1.3em;font-weight:bold;padding:1em;margin:1em 0}
 .warn{background:#fff4e5;border-left:6px solid #e67e00;padding:.5em 1em}
-img{max-width:100%;display:block;margin:1em 0}
+img{width:100%;height:auto;display:block;margin:1em 0}
 """
 
 
@@ -67,7 +73,8 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
         cls = ' class="full"' if row and row[0].startswith("full") else ""
         cells = "".join(f"<td>{html.escape(x)}</td>" for x in row)
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="tablewrap">{table}</div>'
 
 
 def _img(path: Path, caption: str) -> str:
