@@ -20,6 +20,8 @@ class ReportContent:
     rows: list[list[str]]
     stamp: dict[str, dict[str, str]]
     plots: dict[str, Path] = field(default_factory=dict)  # caption -> PNG
+    # (run label, strip PNG, note) per run: first | middle | last frame of a generated clip
+    samples: list[tuple[str, Path, str]] = field(default_factory=list)
 
 
 def _md_cell(text: str) -> str:
@@ -45,6 +47,15 @@ def markdown(c: ReportContent) -> str:
         out += [f"| {f} | {_md_cell(v)} |" for f, v in fields.items()] + [""]
     out += ["## Plots", ""]
     out += [f"![{cap}]({p.name})" for cap, p in c.plots.items()]
+    if c.samples:
+        out += ["", "## Samples (first | middle | last frame)", ""]
+        for label, png, note in c.samples:
+            out += [
+                f"**{_md_cell(label)}** {_md_cell(note)}",
+                "",
+                f"![{label}]({png.parent.name}/{png.name})",
+                "",
+            ]
     return "\n".join(out) + "\n"
 
 
@@ -63,6 +74,7 @@ tr.full td{font-weight:bold;background:#f7f7ff}
 .banner{background:#b00020;color:#fff;font-size:1.3em;font-weight:bold;padding:1em;margin:1em 0}
 .warn{background:#fff4e5;border-left:6px solid #e67e00;padding:.5em 1em}
 img{width:100%;height:auto;display:block;margin:1em 0}
+img.strip{width:auto;max-width:100%;image-rendering:pixelated}
 """
 
 
@@ -107,5 +119,13 @@ def html_page(c: ReportContent) -> str:
         ]
     parts.append("<h2>Plots</h2>")
     parts += [_img(p, cap) for cap, p in c.plots.items()]
+    if c.samples:
+        parts.append("<h2>Samples (first | middle | last frame)</h2>")
+        for label, png, note in c.samples:
+            data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+            parts.append(
+                f"<h3>{e(label)}</h3><p>{e(note)}</p>"
+                f'<img class="strip" alt="{e(label)}" src="data:image/png;base64,{data}">'
+            )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
