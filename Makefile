@@ -52,7 +52,7 @@ report: $(STAMP) ## comparison table, plots and HTML report from the MLflow stor
 	$(BIN)/python -m rank_sweep.report $(ARGS)
 
 ui: $(STAMP) ## MLflow UI bound to 127.0.0.1:5000
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000 --workers 1
 
 optuna-ui: $(STAMP) ## Optuna dashboard (local) on 127.0.0.1:8080
 	@test -x $(BIN)/optuna-dashboard || $(BIN)/pip install -qq -c constraints.txt optuna-dashboard
