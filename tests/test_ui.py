@@ -75,7 +75,9 @@ def test_mlflow_ui_lists_child_runs_over_rest(sweep_store, tmp_path: Path) -> No
                     break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise AssertionError(f"mlflow ui did not start: {proc.stderr.read()[-2000:]}")
+                    raise AssertionError(
+                        f"mlflow ui did not start: {proc.stderr.read()[-2000:]}"
+                    ) from None
                 time.sleep(0.5)
         exp = json.loads(
             urllib.request.urlopen(
