@@ -5,15 +5,21 @@ from __future__ import annotations
 import os
 import sys
 
-import hydra
-from omegaconf import DictConfig
+from rank_sweep.runtime import configure_threads_env
 
-from rank_sweep.config.preflight import PreflightError, preflight
-from rank_sweep.config.schema import register_configs
-from rank_sweep.paths import CONF_DIR, REPO_ROOT
+THREADS = configure_threads_env()  # before torch/OpenMP start: sized to the free cores
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from rank_sweep.config.experiments import register_help_resolvers  # noqa: E402
+from rank_sweep.config.preflight import PreflightError, preflight  # noqa: E402
+from rank_sweep.config.schema import register_configs  # noqa: E402
+from rank_sweep.paths import CONF_DIR, REPO_ROOT  # noqa: E402
 
 os.environ.setdefault("RANK_SWEEP_ROOT", str(REPO_ROOT))
 register_configs()
+register_help_resolvers()
 
 # Flags after which Hydra prints something instead of running a job.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--shell-completion", "-sc"}

@@ -44,6 +44,10 @@ def _hydra_context() -> tuple[Path | None, Any, Path | None]:
 
 
 def run_job(cfg: DictConfig) -> float | None:
+    from rank_sweep.runtime import apply_threads, plan_threads, quiet_logging
+
+    quiet_logging()  # after Hydra configured logging for this job
+    apply_threads(plan_threads())
     validate(cfg)
     log.info(plan_line(cfg))
     if cfg.dry_run:

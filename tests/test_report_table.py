@@ -150,7 +150,7 @@ def write_sweep(
         rid = _write_run(
             client, exp_id, tmp, name=(f"{method}-r{rank}" if rank else "full") + (f"-s{seed}" if seed else ""), start=start + 1 + i,
             tags=tags, params=params, metrics=metrics, files=files,
-            status="FAILED" if status == "failed" else "KILLED" if status == "pruned" else "FINISHED",
+            status="FAILED" if status == "failed" else "FINISHED",
         )  # fmt: skip
         weights = sum(v for k, v in files.items() if k.startswith(("adapter/", "model/")))
         logged[rid] = {"rank": rank, "status": status, "steps": steps, "weights": weights,

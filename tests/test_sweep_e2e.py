@@ -155,6 +155,7 @@ def test_killed_job_resumes_the_same_mlflow_run(stores, tmp_path: Path) -> None:
     cmd = [
         sys.executable, "-m", "rank_sweep", *TINY, *args,
         f"track.uri={stores['mlflow']}", f"prune.storage={stores['optuna']}", f"output_dir={tmp_path}/a",
+        f"hydra.run.dir={tmp_path}/hydra",  # Hydra's own run dir too: never inside the clone
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True

@@ -97,7 +97,7 @@ def test_parent_child_tags_metrics_and_status(store: str, tmp_path: Path) -> Non
     assert run.data.tags[C.TAG_PRUNED_STEP] == "2"
     assert run.data.tags[C.TAG_METHOD] == "lora"
     assert run.data.params["lora.rank"] == "8"
-    assert run.info.status == "KILLED"
+    assert run.info.status == "FINISHED"  # pruned by design, not a crash; the tag says pruned
     assert _history(store, child.run_id, "fvd/synthetic") == [(1, 50.0), (2, 40.0)]
     assert _history(store, child.run_id, "train/loss") == [(1, 1.0), (2, 0.5)]
     names = {f.path for f in client.list_artifacts(child.run_id)}
@@ -268,3 +268,13 @@ def test_resume_of_unknown_run_opens_new_one(store: str) -> None:
     assert rid != "0" * 32
     assert MlflowClient(store).get_run(rid).data.tags[C.TAG_STATUS] == "running"
     tr.finish("completed")
+
+
+def test_experiment_opens_on_the_runs_table(tmp_path):
+    """MLflow 3 shows an experiment in its GenAI view unless it is tagged as model training."""
+    from rank_sweep.track.store import ensure_store
+
+    uri = f"sqlite:///{tmp_path / 'kind.db'}"
+    exp_id = ensure_store(uri, "kind_test")
+    exp = MlflowClient(uri).get_experiment(exp_id)
+    assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"

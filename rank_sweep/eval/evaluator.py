@@ -163,10 +163,16 @@ class Evaluator:
         sample_dir = out_dir / SAMPLES_DIR
         sample_dir.mkdir(parents=True, exist_ok=True)
         fps = float(self.cfg.data.fps or 16)
-        for i in range(min(int(self.ecfg.log_videos), len(fake_clips))):
+        n_show = min(int(self.ecfg.log_videos), len(fake_clips))
+        for i in range(n_show):
             path = sample_dir / f"step{step:06d}_clip{i}.mp4"
             write_video(path, fake_clips[i], fps=fps)
             videos.append(path)
+        if n_show:  # what a person looks at: real clip 0 | generated clips, upscaled
+            from rank_sweep.eval.samples import write_eval_samples
+
+            real0 = np.asarray(self.eval_set[0]["video"])[: self.sample_frames]
+            videos += write_eval_samples(sample_dir, step, real0, list(fake_clips[:n_show]), fps)
         log.info(
             "eval @%d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if "/" in k)
         )

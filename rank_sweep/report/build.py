@@ -69,6 +69,13 @@ def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -
         f"sweep {sweep or '(runs without a parent)'} · {len(df)} runs · "
         f"experiment {df.attrs.get('experiment', '?')} · store {df.attrs.get('tracking_uri', '?')}"
     )
+    from rank_sweep.report.samples import collect_strips
+
+    strips = [
+        (s.label, s.png, f"side-by-side video (real | generated): artifact {s.video_artifact} of run {s.run_id}"
+         if s.video_artifact else f"run {s.run_id}")
+        for s in collect_strips(df, out_dir)
+    ]  # fmt: skip
     content = render.ReportContent(
         title=title or f"LoRA rank sweep {sweep or ''}".strip(),
         subtitle=subtitle,
@@ -78,6 +85,7 @@ def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -
         rows=rows,
         stamp=protocol_stamp(df),
         plots=captions,
+        samples=strips,
     )
     md = out_dir / "report.md"
     md.write_text(render.markdown(content), encoding="utf-8")

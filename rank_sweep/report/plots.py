@@ -13,6 +13,8 @@ import pandas as pd
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import NullFormatter
 
 from rank_sweep.report.table import baseline_rows, datasets, pareto_mask
 from rank_sweep.track import contract as C
@@ -21,12 +23,24 @@ METRIC_LABEL = {"fvd": "FVD (lower is better)", "kid": "KID (lower is better)"}
 
 
 def _axes(n: int, title: str) -> tuple[Figure, list]:
+    # One dataset per row, wide enough for a legend beside the data (never on top of it).
     n = max(n, 1)
-    fig = Figure(figsize=(5.2 * n, 4.0), layout="constrained")
+    fig = Figure(figsize=(9.0, 4.6 * n), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, n, squeeze=False)[0]
+    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
     fig.suptitle(title)
     return fig, list(axes)
+
+
+def _legend(ax, **kw) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kw)
+
+
+def _clean_log_x(ax) -> None:
+    """Log axes get minor tick labels that overlap the major ones: keep majors only."""
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _empty_if_no_datasets(axes: list, names: list[str]) -> None:
@@ -40,7 +54,9 @@ def _no_data(ax, what: str) -> None:
 
 def _yerr(v: pd.Series, lo: pd.Series, hi: pd.Series) -> np.ndarray:
     # CIs absent (pruned runs, no bootstrap) give NaN bars, which matplotlib leaves out.
-    return np.vstack([(v - lo).clip(lower=0), (hi - v).clip(lower=0)]).astype(float)
+    # Intervals contain their values; a bar that would point the wrong way means a broken
+    # interval, and it is drawn as it is (never clipped into looking right).
+    return np.vstack([(v - lo).abs(), (hi - v).abs()]).astype(float)
 
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:
@@ -87,9 +103,10 @@ def fig_metric_vs_rank(df: pd.DataFrame, metric: str = "fvd") -> Figure:
             ranks = sorted(lora["rank"].astype(int).unique())
             ax.set_xscale("log", base=2)
             ax.set_xticks(ranks, [str(r) for r in ranks])
+            _clean_log_x(ax)
         ax.set(title=ds, xlabel="LoRA rank (log2)", ylabel=METRIC_LABEL.get(metric, metric))
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax)
     return fig
 
 
@@ -117,13 +134,22 @@ def fig_fvd_vs_params(df: pd.DataFrame) -> Figure:
         mask = pareto_mask(done["trainable_params"].to_numpy(), done[col].to_numpy())
         front = done[mask].sort_values("trainable_params")
         if not front.empty:
-            ax.plot(front["trainable_params"], front[col], "-", color="crimson", drawstyle="steps-post",
-                    label="Pareto front (completed runs)")  # fmt: skip
+            ax.plot(
+                front["trainable_params"], front[col], "-", color="crimson", drawstyle="steps-post"
+            )
             ax.plot(front["trainable_params"], front[col], "o", ms=14, mfc="none", mec="crimson")
-            ax.legend(fontsize=8)
+        handles = [
+            Line2D([], [], color="crimson", marker="o", mfc="none", ms=10, label="Pareto front (completed)"),
+            Line2D([], [], color="k", marker="s", ls="none", label="full fine-tune"),
+            Line2D([], [], color="grey", marker="o", ls="none", label="LoRA rank"),
+            Line2D([], [], color="grey", marker="x", ls="none", mew=2, label="pruned"),
+        ]  # fmt: skip
+        ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.set_xscale("log")
+        _clean_log_x(ax)
+        ax.margins(x=0.12, y=0.12)  # room for the labels beside the outermost points
         ax.set(title=ds, xlabel="trainable parameters (log)", ylabel=METRIC_LABEL["fvd"])
-        ax.grid(alpha=0.3, which="both")
+        ax.grid(alpha=0.3, which="major")
     return fig
 
 
@@ -135,6 +161,7 @@ def fig_fvd_over_steps(df: pd.DataFrame) -> Figure:
     colors = _rank_colors(df)
     for ax, ds in zip(axes, names):
         drawn = 0
+        widths: list[float] = []
         for _, r in df.iterrows():
             hist = (
                 (r.get("fvd_history") or {}).get(ds)
@@ -157,13 +184,31 @@ def fig_fvd_over_steps(df: pd.DataFrame) -> Figure:
                 ax.plot([at], [y], "x", color="crimson", ms=12, mew=2)
                 ax.annotate(f"pruned @ {at}", (at, y), textcoords="offset points", xytext=(4, -12),
                             fontsize=8, color="crimson")  # fmt: skip
+            lo, hi = r.get(f"fvd_ci_lo/{ds}", np.nan), r.get(f"fvd_ci_hi/{ds}", np.nan)
+            if not (pd.isna(lo) or pd.isna(hi)):  # the final value's interval, at its step
+                ax.errorbar([steps[-1]], [vals[-1]], yerr=[[abs(vals[-1] - lo)], [abs(hi - vals[-1])]],
+                            fmt="none", ecolor=color, capsize=4, lw=1.5)  # fmt: skip
+                widths.append(float(hi - lo))
         if drawn == 0:
             _no_data(ax, f"fvd/{ds} history")
         else:
-            ax.legend(fontsize=8, ncol=2)
+            _legend(ax)
+            _at_least_interval_scale(ax, widths)
         ax.set(title=ds, xlabel="training step", ylabel=METRIC_LABEL["fvd"])
         ax.grid(alpha=0.3)
     return fig
+
+
+def _at_least_interval_scale(ax, widths: list[float]) -> None:
+    """Differences smaller than one interval are noise: never zoom the y axis in further
+    than twice the typical interval width, so noise does not look like signal."""
+    if not widths:
+        return
+    span = 2.0 * float(np.median(widths))
+    lo, hi = ax.get_ylim()
+    if hi - lo < span:
+        mid = (lo + hi) / 2
+        ax.set_ylim(mid - span / 2, mid + span / 2)
 
 
 def save_png(fig: Figure, path: Path) -> Path:

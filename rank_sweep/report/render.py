@@ -20,6 +20,8 @@ class ReportContent:
     rows: list[list[str]]
     stamp: dict[str, dict[str, str]]
     plots: dict[str, Path] = field(default_factory=dict)  # caption -> PNG
+    # (run label, strip PNG, note) per run: first | middle | last frame of a generated clip
+    samples: list[tuple[str, Path, str]] = field(default_factory=list)
 
 
 def _md_cell(text: str) -> str:
@@ -45,18 +47,34 @@ def markdown(c: ReportContent) -> str:
         out += [f"| {f} | {_md_cell(v)} |" for f, v in fields.items()] + [""]
     out += ["## Plots", ""]
     out += [f"![{cap}]({p.name})" for cap, p in c.plots.items()]
+    if c.samples:
+        out += ["", "## Samples (first | middle | last frame)", ""]
+        for label, png, note in c.samples:
+            out += [
+                f"**{_md_cell(label)}** {_md_cell(note)}",
+                "",
+                f"![{label}]({png.parent.name}/{png.name})",
+                "",
+            ]
     return "\n".join(out) + "\n"
 
 
+# Wide tables scroll inside their own box (the page never scrolls sideways); headers wrap,
+# numbers do not; plots take the full column width. No external resources: works offline.
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:2em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}
-th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
-th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}
+body{font-family:system-ui,sans-serif;margin:1.5em auto;max-width:1200px;padding:0 1em;color:#222}
+.tablewrap{overflow-x:auto;max-width:100%;border:1px solid #ddd;margin:1em 0}
+table{border-collapse:collapse;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+td{white-space:nowrap}
+th{background:#f0f0f0;white-space:normal;min-width:4em;position:sticky;top:0}
+td:first-child,th:first-child{text-align:left;position:sticky;left:0;background:#fff}
+th:first-child{background:#f0f0f0}
 tr.full td{font-weight:bold;background:#f7f7ff}
 .banner{background:#b00020;color:#fff;font-size:1.3em;font-weight:bold;padding:1em;margin:1em 0}
 .warn{background:#fff4e5;border-left:6px solid #e67e00;padding:.5em 1em}
-img{max-width:100%;display:block;margin:1em 0}
+img{width:100%;height:auto;display:block;margin:1em 0}
+img.strip{width:auto;max-width:100%;image-rendering:pixelated}
 """
 
 
@@ -67,7 +85,8 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
         cls = ' class="full"' if row and row[0].startswith("full") else ""
         cells = "".join(f"<td>{html.escape(x)}</td>" for x in row)
         body.append(f"<tr{cls}>{cells}</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    table = f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return f'<div class="tablewrap">{table}</div>'
 
 
 def _img(path: Path, caption: str) -> str:
@@ -100,5 +119,13 @@ def html_page(c: ReportContent) -> str:
         ]
     parts.append("<h2>Plots</h2>")
     parts += [_img(p, cap) for cap, p in c.plots.items()]
+    if c.samples:
+        parts.append("<h2>Samples (first | middle | last frame)</h2>")
+        for label, png, note in c.samples:
+            data = base64.b64encode(Path(png).read_bytes()).decode("ascii")
+            parts.append(
+                f"<h3>{e(label)}</h3><p>{e(note)}</p>"
+                f'<img class="strip" alt="{e(label)}" src="data:image/png;base64,{data}">'
+            )
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

@@ -51,11 +51,12 @@ STATUSES = (*FINAL_STATUSES, PAUSED, RUNNING)
 # its own config only. A pruned run is not reusable: its stop was decided against the
 # other arms of one sweep, which another sweep need not share.
 REUSABLE_STATUSES = (COMPLETED, STOPPED_PLATEAU)
-# MLflow's run status for each rank_sweep status a run is ended with.
+# MLflow's run status for each rank_sweep status a run is ended with. A pruned run ended as
+# designed: FINISHED (KILLED reads as a crash in the UI); the status tag says pruned.
 MLFLOW_RUN_STATUS = {
     COMPLETED: "FINISHED",
     STOPPED_PLATEAU: "FINISHED",
-    PRUNED: "KILLED",
+    PRUNED: "FINISHED",
     FAILED: "FAILED",
     PAUSED: "SCHEDULED",  # ended for now, resumed when the sweeper keeps it
 }

@@ -61,6 +61,11 @@ def check_uri(uri: str) -> None:
         )
 
 
+# MLflow 3 opens an experiment in its GenAI view (traces, assistant) unless it is tagged as
+# model training: with this tag `make ui` lands on the runs table.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def ensure_store(uri: str, experiment: str) -> str:
     """Create the DB schema (first use runs MLflow's migrations) and the experiment.
 
@@ -84,7 +89,7 @@ def ensure_store(uri: str, experiment: str) -> str:
         try:
             exp_id = with_lock_retry(
                 lambda: client.create_experiment(
-                    experiment, artifact_location=artifact_root_for(uri)
+                    experiment, artifact_location=artifact_root_for(uri), tags=EXPERIMENT_TAGS
                 ),
                 "create experiment",
             )
@@ -102,5 +107,8 @@ def ensure_store(uri: str, experiment: str) -> str:
         )
     else:
         exp_id = exp.experiment_id
+        for k, v in EXPERIMENT_TAGS.items():  # stores made before the tag existed
+            if exp.tags.get(k) != v:
+                with_lock_retry(lambda k=k, v=v: client.set_experiment_tag(exp_id, k, v), "tag")
     _ensured[key] = exp_id
     return exp_id

@@ -6,9 +6,9 @@ seeded per-epoch permutation; sample k of step s draws its sigma and noise from 
 seed (seed, s, k), so a step is the same whether it is split into micro-batches, ranks or
 resumed from a checkpoint (bitwise on CPU).
 
-Peak memory: `torch.cuda.max_memory_allocated` on GPU; on CPU the process's peak resident
-set size (`resource.getrusage(RUSAGE_SELF).ru_maxrss`), which also counts whatever the
-process held before training (imports, encoders, data).
+Cost figures are the job's own (train/perf.py): peak memory from a high-water mark reset
+for this job (several Hydra jobs share one process), step time as a median with p10-p90
+over timed steps (warm-up excluded; evaluations never fall inside a step's timing).
 
 `train.checkpoint_every <= 0` writes no checkpoint at all (benchmarks); the job then
 cannot resume and a rerun starts over.
@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -37,6 +35,7 @@ from rank_sweep.train import state as train_state
 from rank_sweep.train.checkpoint import rng_state, set_rng_state
 from rank_sweep.train.dist import DeepSpeedModel, DistContext, any_rank, is_sharded, unwrap
 from rank_sweep.train.precision import PRECISIONS, amp_dtype_for  # noqa: F401 (re-export)
+from rank_sweep.train.perf import PeakMemory, step_time_stats
 from rank_sweep.train.steps import (
     DataPos,
     ForwardFn,
@@ -72,10 +71,14 @@ class TrainResult:
     steps_done: int
     final_train_loss: float | None
     final_val_loss: float | None
-    step_time_s: float
-    peak_mem_mb: float
+    step_time_s: float  # median over timed steps (warm-up and evals excluded)
+    peak_mem_mb: float  # this job's own peak (see train/perf.py)
     stopped_early: bool = False
     stop_step: int | None = None
+    step_time_p10_s: float = 0.0
+    step_time_p90_s: float = 0.0
+    step_time_n: int = 0
+    mem_method: str = ""
 
 
 @dataclass
@@ -86,9 +89,9 @@ class _Progress:
     pos: DataPos = field(default_factory=DataPos)
     recent: list[float] = field(default_factory=list)  # last log_every step losses
     val_loss: float | None = None
-    time_sum: float = 0.0
-    time_n: int = 0
+    times: list[float] = field(default_factory=list)  # timed steps, kept across resumes
     peak_mem_mb: float = 0.0
+    mem_method: str = ""
     stopped_early: bool = False
 
     def to_state(self) -> dict[str, Any]:
@@ -103,11 +106,6 @@ class _Progress:
         return cls(**d)
 
 
-def peak_mem_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
 
 def _grad_norm(params: list[torch.Tensor], max_norm: float, want: bool, step: int) -> float | None:
@@ -178,14 +176,19 @@ def _all_mean(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 
 
 def _result(p: _Progress) -> TrainResult:
+    times = step_time_stats(p.times)
     return TrainResult(
         steps_done=p.step,
         final_train_loss=sum(p.recent) / len(p.recent) if p.recent else None,
         final_val_loss=p.val_loss,
-        step_time_s=p.time_sum / p.time_n if p.time_n else 0.0,
+        step_time_s=times.median_s,
         peak_mem_mb=p.peak_mem_mb,
         stopped_early=p.stopped_early,
         stop_step=p.step if p.stopped_early else None,
+        step_time_p10_s=times.p10_s,
+        step_time_p90_s=times.p90_s,
+        step_time_n=times.n,
+        mem_method=p.mem_method,
     )
 
 
@@ -202,12 +205,15 @@ def train(
     eval_every: int = 0,
     hooks: TrainHooks | None = None,
     dist: DistContext | None = None,
+    memory: PeakMemory | None = None,
 ) -> TrainResult:
     """Train `transformer` (plain, FSDP2-sharded or a DeepSpeedModel) for cfg.steps optimizer
     steps, resuming from `state_dir/checkpoint` when present. Raises NonFiniteLossError on
     a NaN/inf loss, before it reaches the weights."""
     hooks = hooks or TrainHooks()
     device = _model_device(unwrap(transformer))
+    # The job's own peak: reset here unless the caller reset it earlier (at job start).
+    memory = memory or PeakMemory(device).reset()
     ctx = dist or DistContext(device=device)
     state_dir = Path(state_dir)
     amp = amp_dtype_for(str(cfg.mixed_precision), device)
@@ -289,14 +295,16 @@ def train(
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seg_times.append(time.perf_counter() - t0)
+            # Warm-up steps of this process (also after a resume) are not timed; eval time
+            # never falls inside [t0, now].
             if len(seg_times) > TIMING_WARMUP:
-                prog.time_sum += seg_times[-1]
-                prog.time_n += 1
-            elif step == total and prog.time_n == 0:  # too short to skip warm-up: time all
-                prog.time_sum, prog.time_n = sum(seg_times), len(seg_times)
+                prog.times.append(seg_times[-1])
+            elif step == total and not prog.times:  # too short to skip warm-up: time all
+                prog.times = list(seg_times)
             prog.step = step
             prog.recent = (prog.recent + [step_loss])[-log_every:]
-            prog.peak_mem_mb = max(prog.peak_mem_mb, peak_mem_mb(device))
+            prog.peak_mem_mb = max(prog.peak_mem_mb, memory.peak_mb())
+            prog.mem_method = memory.method
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_now:.2e}")
             if want_log and ctx.is_main and hooks.on_log is not None:

@@ -1,0 +1,105 @@
+"""`make ui`'s MLflow server, started the way the Makefile starts it, lists the sweep's child
+runs over its REST API and serves its landing page (the experiment opens on the runs table:
+the experiment-kind tag is what MLflow 3 reads for that)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from rank_sweep.track.store import EXPERIMENT_TAGS, ensure_store
+from rank_sweep.track.tracker import Tracker
+
+EXP = "rank_sweep"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> dict:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())
+
+
+@pytest.fixture
+def sweep_store(tmp_path: Path) -> tuple[str, str, list[str]]:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ensure_store(uri, EXP)
+    parent = Tracker(uri, EXP)
+    pid = parent.start(run_name="sweep-x", tags={"rank_sweep.role": "sweep"}, params={},
+                       system_metrics=False)  # fmt: skip
+    kids = []
+    for rank in (4, 8):
+        child = Tracker(uri, EXP)
+        kids.append(child.start(run_name=f"lora-r{rank}", tags={"rank_sweep.method": "lora"},
+                                params={"lora.rank": str(rank)}, parent_run_id=pid,
+                                system_metrics=False))  # fmt: skip
+        child.log_metrics({"fvd/synthetic": 10.0 + rank}, 1)
+        child.finish("completed" if rank == 4 else "pruned", pruned_step=None if rank == 4 else 1)
+    parent.finish("completed")
+    return uri, pid, kids
+
+
+@pytest.mark.slow
+def test_mlflow_ui_lists_child_runs_over_rest(sweep_store, tmp_path: Path) -> None:
+    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent))
+    if mlflow is None:
+        pytest.fail("the mlflow CLI is not installed beside this python")
+    uri, pid, kids = sweep_store
+    port = _free_port()
+    proc = subprocess.Popen(
+        [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 240  # a loaded 2-core machine starts it slowly
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise AssertionError(
+                        f"mlflow ui did not start: {proc.stderr.read()[-2000:]}"
+                    ) from None
+                time.sleep(0.5)
+        exp = json.loads(
+            urllib.request.urlopen(
+                f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXP}", timeout=10
+            ).read()
+        )["experiment"]
+        tags = {t["key"]: t["value"] for t in exp.get("tags", [])}
+        assert tags.items() >= EXPERIMENT_TAGS.items()  # opens on runs, not the GenAI view
+        found = _post(
+            f"{base}/api/2.0/mlflow/runs/search",
+            {"experiment_ids": [exp["experiment_id"]],
+             "filter": f"tags.mlflow.parentRunId = '{pid}'", "max_results": 100},
+        )  # fmt: skip
+        ids = sorted(r["info"]["run_id"] for r in found.get("runs", []))
+        assert ids == sorted(kids)
+        statuses = {r["info"]["status"] for r in found["runs"]}
+        assert statuses == {"FINISHED"}  # the pruned one reads as finished, not KILLED
+        with urllib.request.urlopen(f"{base}/", timeout=10) as page:
+            assert page.status == 200 and b"<html" in page.read(2000).lower()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
