@@ -34,8 +34,8 @@ from rank_sweep.track import contract as C
 from rank_sweep.train import state as train_state
 from rank_sweep.train.checkpoint import rng_state, set_rng_state
 from rank_sweep.train.dist import DeepSpeedModel, DistContext, any_rank, is_sharded, unwrap
-from rank_sweep.train.precision import PRECISIONS, amp_dtype_for  # noqa: F401 (re-export)
 from rank_sweep.train.perf import PeakMemory, step_time_stats
+from rank_sweep.train.precision import PRECISIONS, amp_dtype_for  # noqa: F401 (re-export)
 from rank_sweep.train.steps import (
     DataPos,
     ForwardFn,
