@@ -44,7 +44,10 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
     device = pick_device(cfg.device, getattr(dist_ctx, "local_rank", 0))
     sdir = identity.state_dir(cfg)
     reporter = Reporter(cfg, identity, sdir, sweep=sweep, enabled=is_main)
-    params = flatten_config(OmegaConf.to_container(cfg, resolve=True))
+    container = OmegaConf.to_container(cfg, resolve=True)
+    if not identity.is_lora:  # the baseline has no rank/alpha: keep MLflow's Compare clean
+        container.pop("lora", None)
+    params = flatten_config(container)
     params[C.PARAM_DEVICE] = device.type
     params[C.PARAM_FINGERPRINT] = identity.fingerprint
     reporter.open(params)
@@ -149,6 +152,10 @@ class JobRunner:
         self.distributed = dist_ctx is not None and dist_ctx.world_size > 1
 
     def setup(self) -> None:
+        from rank_sweep.train.perf import PeakMemory
+
+        # This job's own peak from here on (jobs of a multirun share one process).
+        self.memory = PeakMemory(self.device).reset()
         torch.manual_seed(self.cfg.train.seed)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / C.CONFIG_FILE).write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
@@ -246,6 +253,7 @@ class JobRunner:
             eval_every=int(cfg.eval.every),
             hooks=hooks,
             dist=self.dist_ctx,
+            memory=self.memory,
         )
         status = C.PRUNED if result.stopped_early else C.COMPLETED
         summary = {
@@ -257,8 +265,12 @@ class JobRunner:
             "pruned_step": result.stop_step if result.stopped_early else None,
             "final_train_loss": result.final_train_loss,
             "final_val_loss": result.final_val_loss,
-            "step_time_s": result.step_time_s,
+            "step_time_s": result.step_time_s,  # median over timed steps
+            "step_time_p10_s": result.step_time_p10_s,
+            "step_time_p90_s": result.step_time_p90_s,
+            "step_time_n": result.step_time_n,
             "peak_mem_mb": result.peak_mem_mb,
+            "peak_mem_method": result.mem_method,
             "wall_s": round(time.time() - t0, 2),
             "objective": {rec.key: rec.objective},
             "evals": rec.history,
@@ -297,6 +309,8 @@ class JobRunner:
         self.reporter.log_metrics(
             {
                 C.STEP_TIME_S: result.step_time_s,
+                C.STEP_TIME_P10_S: result.step_time_p10_s,
+                C.STEP_TIME_P90_S: result.step_time_p90_s,
                 C.PEAK_MEM_MB: result.peak_mem_mb,
                 C.TRAIN_STEPS_DONE: result.steps_done,
             },

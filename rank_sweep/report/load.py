@@ -26,6 +26,8 @@ SCALAR_METRICS = {
     C.TRAINABLE_PARAMS: "trainable_params",
     C.TOTAL_PARAMS: "total_params",
     C.STEP_TIME_S: "step_time_s",
+    C.STEP_TIME_P10_S: "step_time_p10_s",
+    C.STEP_TIME_P90_S: "step_time_p90_s",
     C.PEAK_MEM_MB: "peak_mem_mb",
     C.TRAIN_STEPS_DONE: "steps_done",
     C.DATA_SKIPPED_CLIPS: "skipped_clips",

@@ -7,6 +7,8 @@ import html
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rank_sweep.report.table import COST_NOTE
+
 
 @dataclass
 class ReportContent:
@@ -39,6 +41,7 @@ def markdown(c: ReportContent) -> str:
     out.append("|" + "---|" * len(c.headers))
     out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in c.rows]
     out += ["", "Δ = run minus the full fine-tune baseline (same seed when available).", ""]
+    out += [COST_NOTE, ""]
     out += ["## Protocol stamp", ""]
     if not c.stamp:
         out += ["No protocol stamp in any run.", ""]
@@ -109,6 +112,7 @@ def html_page(c: ReportContent) -> str:
         parts.append(f'<div class="warn"><h2>Warnings</h2><ul>{items}</ul></div>')
     parts += ["<h2>Results</h2>", _table(c.headers, c.rows)]
     parts.append("<p>Δ = run minus the full fine-tune baseline (same seed when available).</p>")
+    parts.append(f"<p>{html.escape(COST_NOTE)}</p>")
     parts.append("<h2>Protocol stamp</h2>")
     if not c.stamp:
         parts.append("<p>No protocol stamp in any run.</p>")

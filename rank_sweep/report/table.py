@@ -302,7 +302,7 @@ def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     for ds in names:
         headers += [f"FVD {ds} [95% CI]", f"ΔFVD {ds}", f"KID {ds} [95% CI]", f"ΔKID {ds}"]
         headers += [f"best FVD {ds}"]
-    headers += ["step s", "peak MB", "device-h"]
+    headers += ["step s median (p10–p90)", "peak MB", "device-h"]
     full = baseline_rows(df)
     base_ids = set(full["run_id"])
     rows = []
@@ -324,7 +324,7 @@ def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         for ds in names:
             cells += _dataset_cells(r, ds, is_base)
         hours = f"{_fmt(r['compute_hours'])} {r['compute_unit']}"
-        cells += [_fmt(r["step_time_s"]), _fmt(r["peak_mem_mb"], ".0f"), hours]
+        cells += [_step_time_cell(r), _fmt(r["peak_mem_mb"], ".0f"), hours]
         rows.append(cells)
     return headers, rows
 
@@ -356,3 +356,20 @@ CSV_DROP = ("fvd_history",)
 def csv_table(df: pd.DataFrame) -> pd.DataFrame:
     """The machine table written to results.csv (everything but the per-step curves)."""
     return df.drop(columns=[c for c in CSV_DROP if c in df.columns])
+
+
+# How the cost columns were measured (printed under the table).
+COST_NOTE = (
+    "step s: median wall time per optimizer step over the timed steps (warm-up excluded, "
+    "evaluations never inside a step), with its p10–p90 spread; device-h = median x steps x "
+    "processes / 3600; peak MB: the job's own peak (CUDA peak allocated, reset per job; on CPU "
+    "the process's resident high-water mark reset at job start)."
+)
+
+
+def _step_time_cell(r: pd.Series) -> str:
+    med = _fmt(r["step_time_s"])
+    lo, hi = r.get("step_time_p10_s"), r.get("step_time_p90_s")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return med
+    return f"{med} ({_fmt(lo)}–{_fmt(hi)})"

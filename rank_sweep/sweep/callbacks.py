@@ -125,9 +125,9 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_sweep_info(sweep_dir)
         if info is not None and info.parent_run_id is not None and info.tracking_uri is not None:
-            counts = status_counts(
-                child_runs(info.tracking_uri, info.experiment, info.parent_run_id)
-            )
+            children = child_runs(info.tracking_uri, info.experiment, info.parent_run_id)
+            counts = status_counts(children)
+            _print_summary(children, config)
             tags = {status_count_tag(status): str(n) for status, n in counts.items()}
             end_run(info.tracking_uri, info.parent_run_id, tags, "FINISHED")
             log.info("sweep %s ended: %s", info.sweep_id, counts)
@@ -159,3 +159,12 @@ def read_failures(sweep_dir: Path) -> list[dict[str, str]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _print_summary(children: list[Any], config: DictConfig) -> None:
+    """The sweep's short table on the terminal (and once in the log), best first."""
+    from rank_sweep.sweep.summary import format_summary, summary_rows
+
+    metric = str(config.prune.get("metric") or f"fvd/{config.data.name}")
+    table = format_summary(summary_rows(children, metric), metric)
+    log.info("sweep summary:\n%s", table)

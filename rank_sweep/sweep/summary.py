@@ -5,9 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-_METHOD_TAG = "rank_sweep.method"
-_RANK_TAG = "rank_sweep.lora_rank"
-_PRUNED_TAG = "rank_sweep.pruned_step"
+from rank_sweep.track import contract as C
 
 
 def _wall_s(run: Any) -> float | None:
@@ -23,11 +21,11 @@ def summary_rows(runs: list[Any], metric: str) -> list[dict[str, Any]]:
     metric (lower is better), then the rest."""
     rows = []
     for r in runs:
-        method = r.tags.get(_METHOD_TAG, "?")
-        label = f"lora r{r.tags.get(_RANK_TAG, '?')}" if method == "lora" else method
+        method = r.tags.get(C.TAG_METHOD, "?")
+        label = f"lora r{r.tags.get(C.TAG_LORA_RANK, '?')}" if method == "lora" else method
         status = r.status
-        if status == "pruned" and r.tags.get(_PRUNED_TAG):
-            status += f" @ {r.tags[_PRUNED_TAG]}"
+        if status == "pruned" and r.tags.get(C.TAG_PRUNED_STEP):
+            status += f" @ {r.tags[C.TAG_PRUNED_STEP]}"
         value = r.metrics.get(metric)
         rows.append({"run": label, "status": status, metric: value, "wall_s": _wall_s(r)})
 

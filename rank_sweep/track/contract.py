@@ -81,8 +81,10 @@ TRAIN_STEPS_DONE = "train/steps_done"
 VAL_LOSS = "val/loss"
 TRAINABLE_PARAMS = "model/trainable_params"
 TOTAL_PARAMS = "model/total_params"
-STEP_TIME_S = "perf/step_time_s"
-PEAK_MEM_MB = "perf/peak_mem_mb"
+STEP_TIME_S = "perf/step_time_s"  # median over steps without warm-up (train/perf.py)
+STEP_TIME_P10_S = "perf/step_time_p10_s"
+STEP_TIME_P90_S = "perf/step_time_p90_s"
+PEAK_MEM_MB = "perf/peak_mem_mb"  # this job's own peak (high-water mark reset per job)
 DATA_TRAIN_CLIPS = "data/train_clips"
 DATA_SKIPPED_CLIPS = "data/skipped_clips"
 

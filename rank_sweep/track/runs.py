@@ -34,6 +34,7 @@ class RunInfo:
     parent_run_id: str | None
     start_time: int  # ms since epoch
     tags: dict[str, str] = field(default_factory=dict)
+    end_time: int | None = None  # ms since epoch; None while running
     metrics: dict[str, float] = field(default_factory=dict)  # last value of each key
 
 
@@ -80,6 +81,7 @@ def _info(run) -> RunInfo:
         run_name=run.info.run_name or "",
         parent_run_id=tags.get(TAG_PARENT),
         start_time=int(run.info.start_time or 0),
+        end_time=int(run.info.end_time) if run.info.end_time else None,
         tags=tags,
         metrics=dict(run.data.metrics),
     )
