@@ -28,8 +28,8 @@ test-full: $(STAMP) ## all tests including `slow` (DeepSpeed op build, notebook)
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)
 
 lint: $(STAMP) ## ruff check + format check
-	$(BIN)/ruff check rank_sweep tests benchmarks
-	$(BIN)/ruff format --check rank_sweep tests benchmarks
+	$(BIN)/ruff check rank_sweep tests benchmarks hydra_plugins
+	$(BIN)/ruff format --check rank_sweep tests benchmarks hydra_plugins
 
 RANKS ?= 4,8,16,32,64
 ARGS  ?=

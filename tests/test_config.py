@@ -6,9 +6,11 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import ListConfig, OmegaConf
 
 from rank_sweep.config.preflight import PreflightError, expand_jobs, preflight
 from rank_sweep.config.validate import validate
+from rank_sweep.model.blocks import WAN_ATTENTION_LINEARS, WAN_BLOCK_LINEARS
 from rank_sweep.paths import REPO_ROOT
 
 BAD = [
@@ -74,17 +76,86 @@ def test_default_composes_and_validates(compose) -> None:
     assert list(cfg.train.betas) == [0.9, 0.999] and cfg.train.weight_decay == 0.01
 
 
+ALL_LINEARS = list(WAN_BLOCK_LINEARS)
+ATTENTION = list(WAN_ATTENTION_LINEARS)
+
+# Every option of every group and every experiment file, with composed values it must have.
+OPTIONS = [
+    (["model=tiny_wan"], {"model.name": "tiny_wan", "model.path": None, "model.dtype": "float32"}),
+    (["model=wan2.1_i2v_14b_480p"], {"model.flow_shift": 3.0, "model.dtype": "bfloat16", "model.native_height": 480}),
+    (["model=wan2.1_i2v_14b_720p"], {"model.flow_shift": 5.0, "model.native_width": 1280}),
+    (["finetune=lora"], {"finetune.method": "lora", "finetune.lr": 3e-5}),
+    (["finetune=full"], {"finetune.method": "full", "finetune.lr": 1e-5}),
+    (["lora=default"], {"lora.rank": 8, "lora.alpha": 16.0, "lora.alpha_mode": "fixed", "lora.target_modules": ALL_LINEARS}),
+    (["lora=attention_only"], {"lora.target_modules": ATTENTION, "lora.alpha_mode": "fixed"}),
+    (["lora=ratio"], {"lora.alpha_mode": "ratio", "lora.alpha_ratio": 2.0, "lora.target_modules": ALL_LINEARS}),
+    (["lora=rslora"], {"lora.alpha_mode": "rslora"}),
+    (["data=synthetic"], {"data.name": "synthetic", "data.layout": "ucf101", "data.root": None}),
+    (["data=ucf101"], {"data.layout": "ucf101", "data.eval_split": "test", "data.frames": 9}),
+    (["data=kinetics400"], {"data.layout": "kinetics400", "data.eval_split": "validate"}),
+    (["data=folder"], {"data.layout": "folder", "data.eval_split": "train"}),
+    (["train=cpu_tiny"], {"train.steps": 24, "train.mixed_precision": "no"}),
+    (["train=paper"], {"train.steps": 4000, "train.grad_accum": 4, "train.mixed_precision": "auto", "train.warmup_ratio": 0.05}),
+    (["dist=single"], {"dist.backend": "single", "dist.nproc_per_node": 1}),
+    (["dist=fsdp"], {"dist.backend": "fsdp", "dist.nproc_per_node": 8, "dist.reshard_after_forward": True}),
+    (["dist=deepspeed_zero2"], {"dist.backend": "deepspeed", "dist.zero_stage": 2}),
+    (["dist=deepspeed_zero3"], {"dist.backend": "deepspeed", "dist.zero_stage": 3}),
+    (["eval=cpu_tiny"], {"eval.every": 12, "eval.num_fake": 8, "eval.i3d_path": None}),
+    # 16 detector frames need a clip of >= 17 (4k+1) frames.
+    (["eval=fvd2048_16f", "data.frames=17", "data.synth.frames=24"], {"eval.num_real": 2048, "eval.num_fake": 2048, "eval.frames": 16, "eval.detector_size": 224}),
+    (["track=mlflow"], {"track.enabled": True, "track.uri": None}),
+    (["track=off"], {"track.enabled": False, "track.log_artifacts": False}),
+    (["prune=asha"], {"prune.pruner": "asha", "prune.reduction_factor": 2}),
+    (["prune=median"], {"prune.pruner": "median", "prune.n_warmup_steps": 1}),
+    (["prune=none"], {"prune.pruner": "none"}),
+    (["+experiment=demo"], {"sweep_name": "demo", "train.steps": 240, "eval.every": 60, "prune.min_resource": 2}),
+    (["+experiment=ucf101_rank_sweep_14b"], {"model.name": "wan2.1_i2v_14b_480p", "data.name": "ucf101", "data.frames": 81, "dist.backend": "fsdp", "device": "cuda", "train.steps": 4000}),
+    (["+experiment=kinetics400_rank_sweep_14b"], {"data.name": "kinetics400", "data.max_train_clips": 20000, "dist.nproc_per_node": 8}),
+    (["+experiment=cinematic_small_data"], {"data.layout": "folder", "dist.backend": "single", "eval.num_real": 256, "lora.rank": 8}),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"), OPTIONS, ids=lambda v: " ".join(v) if isinstance(v, list) else ""
+)
+def test_every_option_and_experiment_composes_and_validates(compose, overrides, expected) -> None:
+    cfg = compose(overrides)
+    validate(cfg)
+    got = {key: OmegaConf.select(cfg, key) for key in expected}
+    got = {k: list(v) if isinstance(v, ListConfig) else v for k, v in got.items()}
+    assert got == expected
+
+
+def test_every_option_file_is_in_the_table() -> None:
+    """A new option or experiment file must be added to OPTIONS (and so be checked)."""
+    listed = {o.split("+", 1)[-1] for overrides, _ in OPTIONS for o in overrides}
+    for root in (REPO_ROOT / "conf", REPO_ROOT / "experiments"):
+        for f in root.glob("*/*.yaml"):
+            assert f"{f.parent.name}={f.stem}" in listed, f
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
         ["model=wan2.1_i2v_14b_480p", "data=ucf101", "train=paper", "eval=fvd2048_16f"],
         ["model=wan2.1_i2v_14b_720p", "data=kinetics400", "dist=fsdp"],
         ["data=folder", "dist=deepspeed_zero3", "finetune=full", "lora=rslora"],
-        ["lora=ratio", "prune=median", "track=off"],
+        ["lora=attention_only", "dist=deepspeed_zero2", "prune=none", "track=off"],
+        ["+experiment=ucf101_rank_sweep_14b", "finetune=full", "dist=deepspeed_zero3"],
     ],
 )
-def test_every_group_option_composes(compose, overrides: list[str]) -> None:
+def test_group_options_compose_together(compose, overrides: list[str]) -> None:
     validate(compose(overrides))
+
+
+def test_one_precision_knob_and_loader_dtypes(compose) -> None:
+    from rank_sweep.model.spec import MODEL_DTYPES
+
+    assert "mixed_precision" not in compose(["dist=fsdp"]).dist  # train.mixed_precision only
+    for dtype in MODEL_DTYPES:  # exactly what the loaders take
+        validate(compose([f"model.dtype={dtype}"]))
+    with pytest.raises(PreflightError, match="model.dtype"):
+        preflight(["model.dtype=float8"], multirun=False)
 
 
 def test_research_model_configs(compose) -> None:

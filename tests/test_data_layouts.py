@@ -9,13 +9,29 @@ import pytest
 
 from rank_sweep.config.schema import DataConfig, SynthConfig
 from rank_sweep.data import DataError, build_dataset
-from rank_sweep.data.layouts import index_folder, index_kinetics400, index_ucf101
+from rank_sweep.data.layouts import (
+    LAYOUTS,
+    index_folder,
+    index_kinetics400,
+    index_layout,
+    index_ucf101,
+)
 from rank_sweep.data.render import caption_for, readable
 from rank_sweep.data.synth import ucf_group_clip, ucf_test_groups, write_synthetic
 
 
 def _group(path) -> int:
     return int(path.stem.split("_g")[1][:2])
+
+
+def test_every_layout_indexes_its_synthetic_copy(synth):
+    layout, root = synth  # once per layout
+    assert layout in LAYOUTS
+    listing = index_layout(layout, root, "train", 1)
+    assert listing.entries and not listing.missing and not listing.skipped
+    assert all(e.path.is_file() and e.path.is_relative_to(root) for e in listing.entries)
+    if layout != "folder":  # a folder of clips has captions but no classes
+        assert len({e.label for e in listing.entries}) == 3  # conftest writes 3 classes
 
 
 @pytest.mark.parametrize("fold", [1, 2, 3])

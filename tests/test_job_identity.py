@@ -48,7 +48,15 @@ def test_full_ignores_lora_settings(compose, tmp_path) -> None:
 
 def test_fingerprint_ignores_where_and_how_it_is_tracked(compose) -> None:
     base = JobIdentity.from_config(compose(["lora.rank=8"])).fingerprint
-    same = compose(["lora.rank=8", "track=off", "sweep_name=x", "output_dir=/tmp/y"])
+    same = compose(
+        [
+            "lora.rank=8",
+            "track=off",
+            "sweep_name=x",
+            "output_dir=/tmp/y",
+            "prune.storage=sqlite:///o.db",
+        ]
+    )
     assert JobIdentity.from_config(same).fingerprint == base
     assert JobIdentity.from_config(compose(["lora.rank=16"])).fingerprint != base
     assert JobIdentity.from_config(compose(["lora.rank=8", "train.seed=1"])).fingerprint != base
@@ -64,3 +72,11 @@ def test_lora_and_full_sweep_has_one_full_job(compose) -> None:
     assert len(out.kept) == 4 and len(out.dropped) == 2
     assert sum("finetune=full" in job for job in out.kept) == 1
     assert all("finetune=full" in job and "finetune=full" in same for job, same in out.dropped)
+
+
+def test_identity_of_a_job_does_not_depend_on_where_it_runs(cfg, cfg_global, tmp_path) -> None:
+    """`cfg` is `cfg_global` with outputs, state and stores moved into tmp_path."""
+    here, shared = JobIdentity.from_config(cfg), JobIdentity.from_config(cfg_global)
+    assert here == shared and cfg.track.uri.startswith(f"sqlite:///{tmp_path}")
+    assert here.state_dir(cfg) == tmp_path / "jobs" / f"lora-r8-{here.fingerprint}"
+    assert cfg_global.output_dir is None  # the shared config is never changed by a test

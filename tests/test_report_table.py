@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rank_sweep.job.identity import JobIdentity
 from rank_sweep.report import build_report, check_protocols, load_runs, metric_history, random_init
 from rank_sweep.report.__main__ import main as report_main
-from rank_sweep.report.table import RANDOM_INIT_BANNER, compute_hours, pareto_mask
+from rank_sweep.report.table import RANDOM_INIT_BANNER, compute_hours, display_table, pareto_mask
 from rank_sweep.track import contract as C
 
 DATASETS = ("ucf101", "kinetics400")
@@ -88,12 +89,12 @@ def write_sweep(
     for i, (seed, rank) in enumerate(settings):
         method = "full" if rank is None else "lora"
         status = "failed" if rank in failed else "pruned" if rank in pruned else "completed"
-        tags = {
-            C.TAG_METHOD: method,
-            C.TAG_LORA_RANK: "" if rank is None else str(rank),
-            C.TAG_STATUS: status,
-            C.TAG_FINGERPRINT: f"fp{sweep_id}{i}",
-        }
+        fp = f"fp{sweep_id}{i}"
+        if rank is None:
+            ident = JobIdentity("full", None, None, None, False, None, "full", fp)
+        else:  # lora=ratio: peft receives alpha = 2r, scale 2
+            ident = JobIdentity("lora", rank, 2.0 * rank, "ratio", False, 2.0, f"lora-r{rank}", fp)
+        tags = {**ident.tags(), C.TAG_STATUS: status}
         if parent:
             tags |= {C.TAG_PARENT: parent_id, C.TAG_SWEEP_ID: sweep_id}
         if rank in pruned:
@@ -399,3 +400,35 @@ def test_cli_bad_sweep_is_one_line_and_nonzero(store, capsys):
     assert report_main(["--tracking-uri", store[0], "--sweep", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: sweep 'nope' not found") and err.count("\n") == 1
+
+
+def _alpha_cells(df) -> list[tuple[str, str]]:
+    """(method, alpha cell) per row of the human table."""
+    headers, rows = display_table(df)
+    col = headers.index("alpha (mode, scale)")
+    return [(r["method"], row[col]) for (_, r), row in zip(df.iterrows(), rows)]
+
+
+def test_alpha_column_is_what_peft_received_with_its_scale(store, compose, tmp_path):
+    """`lora=ratio lora.rank=8` is reported as alpha 16 (2r, not the config's 16 by chance:
+    r=64 gives 128) with scale 2; `lora.alpha_mode=fixed` keeps alpha and shows alpha/r."""
+    from rank_sweep.track.tracker import flatten_config
+
+    uri, client, _ = store
+    exp = client.create_experiment("alpha", artifact_location=(tmp_path / "art").as_uri())
+    jobs = [["lora=ratio", "lora.rank=8"], ["lora=ratio", "lora.rank=64"], ["lora.rank=64"]]
+    for i, overrides in enumerate(jobs):
+        cfg = compose(overrides)
+        ident = JobIdentity.from_config(cfg)
+        tags = {**ident.tags(), C.TAG_STATUS: C.COMPLETED}
+        _write_run(
+            client, exp, tmp_path, name=ident.label, start=10_000 + i, tags=tags,
+            params=flatten_config(cfg), metrics={}, files={}, status="FINISHED",
+        )  # fmt: skip
+    df = load_runs(uri, "alpha")
+    assert sorted(zip(df["alpha_mode"], df["rank"], df["alpha"], df["lora_scale"])) == [
+        ("fixed", 64, 16.0, 0.25), ("ratio", 8, 16.0, 2.0), ("ratio", 64, 128.0, 2.0)
+    ]  # fmt: skip
+    cells = sorted(cell for _, cell in _alpha_cells(df))
+    assert cells == ["128 (ratio, scale 2)", "16 (fixed, scale 0.25)", "16 (ratio, scale 2)"]
+    assert ("full", "–") in _alpha_cells(load_runs(uri, sweep_id="demo"))

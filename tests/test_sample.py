@@ -90,36 +90,8 @@ def test_matches_diffusers_pipeline(
 
 def test_deterministic_and_seed_dependent(spec: WanSpec, frames: torch.Tensor) -> None:
     transformer = spec.load_transformer().eval()
-    a = sample(
-        spec,
-        transformer,
-        frames[:1],
-        CAPTIONS[:1],
-        num_frames=5,
-        steps=2,
-        guidance_scale=1.0,
-        seed=3,
-    )
-    b = sample(
-        spec,
-        transformer,
-        frames[:1],
-        CAPTIONS[:1],
-        num_frames=5,
-        steps=2,
-        guidance_scale=1.0,
-        seed=3,
-    )
-    c = sample(
-        spec,
-        transformer,
-        frames[:1],
-        CAPTIONS[:1],
-        num_frames=5,
-        steps=2,
-        guidance_scale=1.0,
-        seed=4,
-    )
+    kw = dict(num_frames=5, steps=2, guidance_scale=1.0)
+    a, b, c = (sample(spec, transformer, frames[:1], CAPTIONS[:1], seed=s, **kw) for s in (3, 3, 4))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert not transformer.training
 

@@ -278,3 +278,30 @@ def test_experiment_opens_on_the_runs_table(tmp_path):
     exp_id = ensure_store(uri, "kind_test")
     exp = MlflowClient(uri).get_experiment(exp_id)
     assert exp.tags.get("mlflow.experimentKind") == "custom_model_development"
+
+
+def test_reuse_only_of_full_budget_runs_or_this_sweeps_pruned(store: str, tmp_path: Path) -> None:
+    from rank_sweep.track.runs import copy_run, find_reusable_run
+
+    def finished(fp: str, status: str, sweep: str) -> str:
+        tr = Tracker(store, EXP)
+        tr.start(run_name=fp, tags={C.TAG_FINGERPRINT: fp, C.TAG_SWEEP_ID: sweep}, params={},
+                 system_metrics=False)  # fmt: skip
+        tr.log_metrics({"fvd/synthetic": 5.0}, 1)
+        tr.finish(status, pruned_step=1 if status == C.PRUNED else None)
+        return tr.run_id
+
+    pruned = finished("fp-reuse", C.PRUNED, "sweep-a")
+    assert find_reusable_run(store, EXP, "fp-reuse", "sweep-b") is None  # another sweep's decision
+    assert find_reusable_run(store, EXP, "fp-reuse", None) is None  # a single run
+    assert find_reusable_run(store, EXP, "fp-reuse", "sweep-a").run_id == pruned  # its own rerun
+    done = finished("fp-reuse", C.COMPLETED, "sweep-a")
+    assert find_reusable_run(store, EXP, "fp-reuse", "sweep-b").run_id == done
+    assert find_reusable_run(store, EXP, "fp-missing", "sweep-a") is None
+    parent = Tracker(store, EXP)
+    parent.start(run_name="p", tags={C.TAG_ROLE: C.ROLE_SWEEP}, params={}, system_metrics=False)
+    copy = copy_run(store, done, parent.run_id, {C.TAG_SWEEP_ID: "sweep-c"})
+    copy_of_copy = copy_run(store, copy, parent.run_id, {C.TAG_SWEEP_ID: "sweep-d"})
+    tags = MlflowClient(store).get_run(copy_of_copy).data.tags
+    assert tags[C.TAG_REUSED_FROM] == done  # points at the run that did the work
+    assert tags[C.TAG_STATUS] == C.COMPLETED and tags[C.TAG_PARENT] == parent.run_id

@@ -186,4 +186,4 @@ def index_layout(layout: str, root: Path, split: str, fold: int) -> Listing:
         return index_kinetics400(root, split)
     if layout == "folder":
         return index_folder(root)
-    raise DataError(f"unknown data layout {layout!r}; allowed: ucf101, kinetics400, folder")
+    raise DataError(f"unknown data layout {layout!r}; allowed: {', '.join(LAYOUTS)}")

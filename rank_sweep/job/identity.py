@@ -30,6 +30,7 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _IGNORED_TOP])
     data = OmegaConf.to_container(kept, resolve=True)
     assert isinstance(data, dict)
+    data.get("prune", {}).pop("storage", None)  # where Optuna keeps trials, like track.*
     if data["finetune"]["method"] == "full":
         data.pop("lora", None)
         data.pop("prune", None)  # the baseline is never pruned

@@ -21,14 +21,16 @@ from optuna.distributions import (
 from optuna.trial import TrialState
 
 from rank_sweep.prune.study import make_storage, open_study
+from rank_sweep.track import contract as C
 
 log = logging.getLogger(__name__)
 
 # Optuna refuses a categorical whose choices differ between trials of a study, so a
 # string param needs one fixed vocabulary; strings of other keys become user attrs only.
-CATEGORIES: dict[str, tuple[str, ...]] = {"method": ("full", "lora")}
+# (The order is part of stored studies' distributions: keep it.)
+CATEGORIES: dict[str, tuple[str, ...]] = {C.TRIAL_PARAM_METHOD: ("full", "lora")}
 
-FINGERPRINT_ATTR = "fingerprint"
+FINGERPRINT_ATTR = C.TRIAL_ATTR_FINGERPRINT
 
 
 def fixed_distribution(name: str, value: Any) -> BaseDistribution | None:

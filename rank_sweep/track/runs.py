@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -98,15 +99,9 @@ def find_run_by_fingerprint(
     bad = [s for s in statuses if s not in STATUSES]
     if bad:
         raise ValueError(f"statuses {bad} not allowed; use any of {', '.join(STATUSES)}")
-    client = _client(uri)
-    exp_id = _experiment_id(client, experiment)
-    if exp_id is None:
-        return None
-    for run in search_runs(client, exp_id, f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}'"):
-        info = _info(run)
-        if info.status in statuses:
-            return info
-    return None
+    return next(
+        (i for i in _fingerprint_runs(uri, experiment, fingerprint) if i.status in statuses), None
+    )
 
 
 def find_reusable_run(
@@ -117,17 +112,23 @@ def find_reusable_run(
     A run that ended for reasons of its own config (`REUSABLE_STATUSES`) serves anyone; a
     pruned run only a rerun of the sweep whose decision pruned it.
     """
+
+    def reusable(info: RunInfo) -> bool:
+        if info.status in REUSABLE_STATUSES:
+            return True
+        return info.status == PRUNED and bool(sweep_id) and info.tags.get(TAG_SWEEP_ID) == sweep_id
+
+    return next((i for i in _fingerprint_runs(uri, experiment, fingerprint) if reusable(i)), None)
+
+
+def _fingerprint_runs(uri: str, experiment: str, fingerprint: str) -> Iterator[RunInfo]:
+    """Active runs tagged with `fingerprint`, newest first."""
     client = _client(uri)
     exp_id = _experiment_id(client, experiment)
     if exp_id is None:
-        return None
+        return
     for run in search_runs(client, exp_id, f"tags.`{TAG_FINGERPRINT}` = '{fingerprint}'"):
-        info = _info(run)
-        if info.status in REUSABLE_STATUSES:
-            return info
-        if info.status == PRUNED and sweep_id and info.tags.get(TAG_SWEEP_ID) == sweep_id:
-            return info
-    return None
+        yield _info(run)
 
 
 def find_sweep_run(uri: str, experiment: str, sweep_id: str) -> RunInfo | None:
