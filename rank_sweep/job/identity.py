@@ -17,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from rank_sweep.paths import cache_dir
 
 _IGNORED_TOP = ("track", "sweep_name", "output_dir", "state_dir", "dry_run", "extras", "hydra")
+# Keys that change neither what is trained nor what is measured (disk policy, trust).
+_IGNORED_NESTED = (("train", "keep_checkpoints"), ("eval", "trust_torchscript"))
 
 
 def effective_config(cfg: DictConfig) -> dict[str, Any]:
@@ -24,6 +26,8 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(data, dict)
     for key in _IGNORED_TOP:
         data.pop(key, None)
+    for group, key in _IGNORED_NESTED:
+        data.get(group, {}).pop(key, None)
     if data["finetune"]["method"] == "full":
         data.pop("lora", None)
         data.pop("prune", None)  # the baseline is never pruned

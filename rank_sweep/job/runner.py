@@ -15,9 +15,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rank_sweep.job.guard import after_finish, relog_history
 from rank_sweep.job.identity import fingerprint, state_dir
 from rank_sweep.job.reporter import Reporter, objective_key
 from rank_sweep.paths import cache_dir
+from rank_sweep.seeding import derive_seed, forked_rng, seed_global
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +45,29 @@ def _sample_frames(cfg: DictConfig) -> int:
 
 def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None) -> JobOutcome:
     """Train and evaluate one job; every outcome (also failure) is reported before returning."""
+    from rank_sweep.job.guard import hold_job_lock, release
     from rank_sweep.track.tracker import flatten_config
 
     is_main = dist_ctx is None or dist_ctx.is_main
     sdir = state_dir(cfg)
+    lock = hold_job_lock(sdir, enabled=is_main)  # one process per job; a 2nd copy waits
     reporter = Reporter(cfg, sdir, sweep=sweep, enabled=is_main)
-    params = flatten_config(OmegaConf.to_container(cfg, resolve=True))
-    params["device"] = str(pick_device(cfg, getattr(dist_ctx, "local_rank", 0)).type)
-    params["job.fingerprint"] = fingerprint(cfg)
-    reporter.open(params)
-    from rank_sweep.train.dist import any_rank
+    try:  # opened inside: a failure once the MLflow run exists still marks it failed
+        params = flatten_config(OmegaConf.to_container(cfg, resolve=True))
+        params["device"] = str(pick_device(cfg, getattr(dist_ctx, "local_rank", 0)).type)
+        params["job.fingerprint"] = fingerprint(cfg)
+        reporter.open(params)
+        from rank_sweep.train.dist import any_rank
 
-    if any_rank(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all follow
-        return JobOutcome("reused", reporter.reused_objective() if is_main else None, {})
-    try:
+        if any_rank(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all follow
+            return JobOutcome("reused", reporter.reused_objective() if is_main else None, {})
         return _run(cfg, out_dir, sdir, reporter, dist_ctx)
     except BaseException as exc:  # reported, then re-raised: never swallowed
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         reporter.finish("failed", None, error=error)
         raise
+    finally:
+        release(lock)
 
 
 def _run(
@@ -114,7 +120,8 @@ def _run(
 
     transformer = spec.load_transformer()
     total_params = sum(p.numel() for p in transformer.parameters())
-    trainable = apply_finetune(transformer, cfg.finetune.method, cfg.lora)
+    with forked_rng(derive_seed(cfg.train.seed, "adapter-init")):  # same init, any cache state
+        trainable = apply_finetune(transformer, cfg.finetune.method, cfg.lora)
     reporter.log_metrics(
         {"model/trainable_params": trainable, "model/total_params": total_params}, 0
     )
@@ -161,9 +168,10 @@ def _run(
         on_log=on_log,
         on_eval=on_eval,
         get_extra=lambda: {"history": json.dumps(history)},
-        set_extra=lambda extra: history.extend(json.loads(extra.get("history", "[]"))),
+        set_extra=lambda extra: relog_history(reporter, _restore(history, extra)),
     )
     t0 = time.time()
+    seed_global(derive_seed(cfg.train.seed, "train"))  # dropout etc.; a resume restores its own
     result = train(
         model,
         train_pre,
@@ -224,8 +232,15 @@ def _run(
         reporter.log_artifact(out_dir / "summary.json")
         reporter.log_artifact(saved, _result_dir(cfg))
         reporter.finish(status, objective, pruned_step=summary["pruned_step"])
+        after_finish(cfg, sdir, status)  # trim resume state to what reuse needs
     log.info("job %s at step %d: %s=%s", status, result.steps_done, key, objective)
     return JobOutcome(status, objective, summary)
+
+
+def _restore(history: list[dict[str, float]], extra: dict) -> list[dict[str, float]]:
+    restored = json.loads(extra.get("history", "[]"))
+    history.extend(restored)
+    return restored  # re-logged: fills a store that lacks this job's history
 
 
 def _result_dir(cfg: DictConfig) -> str:

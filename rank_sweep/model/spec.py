@@ -49,11 +49,13 @@ def resolve_model_path(model_cfg: Any) -> Path:
 
 def _write_tiny_atomically(final: Path, seed: int) -> Path:
     from rank_sweep.model.tiny import make_tiny
+    from rank_sweep.seeding import forked_rng
 
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        make_tiny(tmp, seed=seed)
+        with forked_rng():  # the tiny model seeds itself; the caller's RNG stays untouched
+            make_tiny(tmp, seed=seed)
         if final.exists() and missing_parts(final):
             shutil.rmtree(final, ignore_errors=True)  # a half-written dir from an old crash
         try:

@@ -22,6 +22,14 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from rank_sweep.sweep.guard import (
+    claim_sweep_dir,
+    claim_sweep_id,
+    release_claims,
+    running_children,
+    setup_or_exit,
+)
+
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "sweep.json"
@@ -95,10 +103,15 @@ class SweepCallback(Callback):
     """MLflow parent run + Optuna study per multirun; `sweep.json` for the jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra only warns when a callback raises: a failed set-up must end the command.
+        setup_or_exit(self._start, config)
+
+    def _start(self, config: DictConfig) -> None:
         from rank_sweep.prune.study import default_storage, make_pruner, open_study
         from rank_sweep.track.store import default_tracking_uri
 
-        sweep_id = sweep_id_for(config)
+        claim_sweep_dir(Path(config.hydra.sweep.dir))  # a second sweep here fails, one line
+        sweep_id = claim_sweep_id(config, sweep_id_for(config), Path(config.hydra.sweep.dir))
         experiment = str(config.track.experiment)
         uri = parent = None
         if config.track.enabled:
@@ -120,12 +133,15 @@ class SweepCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         info = read_sweep_info(sweep_dir)
         if info is not None and info.parent_run_id is not None and info.tracking_uri is not None:
-            counts = status_counts(
-                child_runs(info.tracking_uri, info.experiment, info.parent_run_id)
-            )
+            children = child_runs(info.tracking_uri, info.experiment, info.parent_run_id)
+            counts = status_counts(children)
             tags = {f"rank_sweep.n_{status}": str(n) for status, n in counts.items()}
-            end_run(info.tracking_uri, info.parent_run_id, tags, "FINISHED")
+            if running_children(children):  # another process's job: the parent stays open
+                log.warning("sweep %s: parent left RUNNING, children still run", info.sweep_id)
+            else:
+                end_run(info.tracking_uri, info.parent_run_id, tags, "FINISHED")
             log.info("sweep %s ended: %s", info.sweep_id, counts)
+        release_claims(sweep_dir)
         failed = read_failures(sweep_dir)
         FAILED_JOBS[:] = failed
         if failed:
