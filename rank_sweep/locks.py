@@ -206,7 +206,9 @@ class FileLock:
     def _dead_previous(self, holder: Holder | None) -> Holder | None:
         if holder is None or holder.pid == os.getpid() or holder.alive() is not False:
             return None
-        log.warning("taking over a stale lock on %s left by %s (dead)", self.path, holder.describe())
+        log.warning(
+            "taking over a stale lock on %s left by %s (dead)", self.path, holder.describe()
+        )
         return holder
 
     def _record(self) -> None:

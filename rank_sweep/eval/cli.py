@@ -26,13 +26,13 @@ from rank_sweep.eval.clip_sources import (
     resolve_real,
     source_features,
 )
-from rank_sweep.eval.detectors.trust import UntrustedDetector
 from rank_sweep.eval.detectors.loaders import (
     Detector,
     DetectorError,
     load_frame_detector,
     load_video_detector,
 )
+from rank_sweep.eval.detectors.trust import UntrustedDetector
 from rank_sweep.eval.scoring import KNOWN_METRICS, protocol_stamp, score
 
 

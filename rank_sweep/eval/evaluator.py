@@ -74,7 +74,9 @@ class Evaluator:
             )
         if "kid" in metrics:
             self.detectors["frame"] = load_frame_detector(
-                self.ecfg.inception_path, size=int(self.ecfg.inception_size), trust_torchscript=trust
+                self.ecfg.inception_path,
+                size=int(self.ecfg.inception_size),
+                trust_torchscript=trust,
             )
         real_view = _FirstFrames(self.eval_set, int(self.ecfg.frames))
         for kind, det in self.detectors.items():

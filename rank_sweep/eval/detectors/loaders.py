@@ -336,6 +336,4 @@ def load_frame_detector(
             "Inception input size %d < %d: using %d", size, inception.MIN_SIZE, inception.MIN_SIZE
         )
         size = inception.MIN_SIZE
-    return _load(
-        "inception", "frame", path, size, device, inception.FEATURE_DIM, trust_torchscript
-    )
+    return _load("inception", "frame", path, size, device, inception.FEATURE_DIM, trust_torchscript)
