@@ -113,13 +113,14 @@ class SweepCallback(Callback):
         claim_sweep_dir(Path(config.hydra.sweep.dir))  # a second sweep here fails, one line
         sweep_id = claim_sweep_id(config, sweep_id_for(config), Path(config.hydra.sweep.dir))
         experiment = str(config.track.experiment)
+        storage = config.prune.storage or default_storage()
+        # Created even with prune=none: the trials still record every job for the dashboard.
+        # First, so an unusable storage fails before a parent run exists.
+        open_study(storage, sweep_id, make_pruner(config.prune), create=True)
         uri = parent = None
         if config.track.enabled:
             uri = config.track.uri or default_tracking_uri()
             parent = _open_parent(config, sweep_id, uri, experiment)
-        storage = config.prune.storage or default_storage()
-        # Created even with prune=none: the trials still record every job for the dashboard.
-        open_study(storage, sweep_id, make_pruner(config.prune), create=True)
         info = SweepInfo(sweep_id, parent, uri, experiment, sweep_id, storage)
         failures_path(Path(config.hydra.sweep.dir)).unlink(missing_ok=True)
         path = write_sweep_info(Path(config.hydra.sweep.dir), info)
