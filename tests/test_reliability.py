@@ -250,7 +250,7 @@ TINY = [
 ]  # fmt: skip
 
 
-def test_tiny_model_writing_leaves_the_global_rng_alone(tmp_path: Path, monkeypatch) -> None:
+def test_tiny_model_writing_leaves_the_global_rng_alone_and_is_rebuilt_if_corrupt(tmp_path: Path, monkeypatch) -> None:
     from omegaconf import OmegaConf
 
     from rank_sweep.model.spec import resolve_model_path
@@ -259,8 +259,17 @@ def test_tiny_model_writing_leaves_the_global_rng_alone(tmp_path: Path, monkeypa
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    resolve_model_path(OmegaConf.create({"path": None, "tiny_seed": 0}))  # writes it: cache empty
+    cfg = OmegaConf.create({"path": None, "tiny_seed": 0})
+    path = resolve_model_path(cfg)  # writes it: cache empty
     assert torch.equal(torch.rand(3), expected)
+    # a truncated cached weight file is rebuilt, not fatal
+    from rank_sweep.integrity import safetensors_dir_whole
+
+    weights = sorted(path.rglob("*.safetensors"))[0]
+    good = weights.read_bytes()
+    _truncate(weights)
+    assert not safetensors_dir_whole(path)
+    assert resolve_model_path(cfg) == path and weights.read_bytes() == good
 
 
 def test_adapter_init_does_not_depend_on_the_global_rng(tiny_wan_dir: Path) -> None:

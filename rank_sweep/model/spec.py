@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from rank_sweep.integrity import safetensors_dir_whole
 from rank_sweep.model.layout import ModelError, missing_parts
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,10 @@ def resolve_model_path(model_cfg: Any) -> Path:
         return path.resolve()
     final = cache_dir() / "models" / f"tiny_wan-s{int(model_cfg.tiny_seed)}"
     if not missing_parts(final):
-        return final
+        if safetensors_dir_whole(final):
+            return final
+        log.warning("cached tiny model %s has a truncated weight file: rebuilding it", final)
+        shutil.rmtree(final, ignore_errors=True)
     return _write_tiny_atomically(final, int(model_cfg.tiny_seed))
 
 

@@ -20,7 +20,6 @@ DeepSpeed, whose engine state is per rank).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -34,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from rank_sweep.integrity import safetensors_whole
 
 log = logging.getLogger(__name__)
 
@@ -223,26 +224,12 @@ def _complete(path: Path) -> bool:
     return (path / WEIGHTS).is_file() and (path / STATE).is_file()
 
 
-def _safetensors_whole(path: Path) -> bool:
-    """The file is as long as its header says (a truncated write fails this)."""
-    try:
-        with open(path, "rb") as fh:
-            n = int.from_bytes(fh.read(8), "little")
-            if n <= 0 or n > 100_000_000:
-                return False
-            header = json.loads(fh.read(n))
-        ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
-        return path.stat().st_size == 8 + n + max(ends, default=0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
 def intact(path: Path) -> bool:
     """Cheap structural check (sizes and zip directory, no full read) of a checkpoint dir."""
     path = Path(path)
     return (
         _complete(path)
-        and _safetensors_whole(path / WEIGHTS)
+        and safetensors_whole(path / WEIGHTS)
         and zipfile.is_zipfile(path / STATE)  # torch.save writes a zip; truncation loses its end
     )
 
