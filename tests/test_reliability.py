@@ -250,7 +250,9 @@ TINY = [
 ]  # fmt: skip
 
 
-def test_tiny_model_writing_leaves_the_global_rng_alone_and_is_rebuilt_if_corrupt(tmp_path: Path, monkeypatch) -> None:
+def test_tiny_model_writing_leaves_the_global_rng_alone_and_is_rebuilt_if_corrupt(
+    tmp_path: Path, monkeypatch
+) -> None:
     from omegaconf import OmegaConf
 
     from rank_sweep.model.spec import resolve_model_path
