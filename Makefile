@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full lint demo sweep baseline-full report ui optuna-ui clean
+.PHONY: help install test test-full lint demo sweep baseline-full report ui optuna-ui clean clean-all
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,22 @@ optuna-ui: $(STAMP) ## Optuna dashboard (local) on 127.0.0.1:8080
 	@test -x $(BIN)/optuna-dashboard || $(BIN)/pip install -qq -c constraints.txt optuna-dashboard
 	$(BIN)/optuna-dashboard "$$($(BIN)/python -m rank_sweep.paths optuna-storage)" --host 127.0.0.1 --port 8080
 
-clean: ## remove caches, outputs and stores (keeps .venv)
-	rm -rf .cache outputs multirun mlflow.db mlartifacts optuna.db optuna_journal.log reports .pytest_cache .ruff_cache
-	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+# `make clean` removes rebuildable things only: outputs, reports and every cache entry
+# except .cache/jobs (resume state: hours of training). The stores (mlflow.db, mlartifacts,
+# optuna.db, journal) hold the results; `make clean-all` removes those too.
+CLEAN_TOP := outputs multirun reports .pytest_cache .ruff_cache
+STORES    := mlflow.db mlflow.db-shm mlflow.db-wal mlflow.db.lock mlartifacts optuna.db \
+             optuna.db-shm optuna.db-wal optuna.db.lock optuna_journal.log .rank_sweep_locks
+
+clean: ## remove rebuildable caches and outputs; keeps the stores and resume state (.cache/jobs)
+	@gone="$$(ls -d $(CLEAN_TOP) 2>/dev/null; find .cache -mindepth 1 -maxdepth 1 ! -name jobs 2>/dev/null)"; \
+	 echo "removing: $${gone:-nothing}" | tr '\n' ' '; echo; rm -rf $$gone
+	@find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +
+	@kept="$$(ls -d $(STORES) .cache/jobs 2>/dev/null)"; \
+	 echo "kept: $${kept:-nothing} (make clean-all removes them)" | tr '\n' ' '; echo
+
+clean-all: ## remove everything clean does plus the MLflow/Optuna stores and resume state
+	@gone="$$(ls -d $(CLEAN_TOP) .cache $(STORES) 2>/dev/null)"; \
+	 echo "removing, results and resume state included: $${gone:-nothing}" | tr '\n' ' '; echo; \
+	 rm -rf $$gone
+	@find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -54,6 +54,9 @@ def _split_argv(argv: list[str]) -> tuple[list[str], bool, bool]:
 
 
 def cli() -> None:
+    from rank_sweep.sweep.guard import new_launch_id
+
+    new_launch_id()  # unique default sweep dir per command (see conf/config.yaml)
     overrides, multirun, info = _split_argv(sys.argv[1:])
     if multirun:  # argparse wants -m before the overrides; accept it anywhere
         rest = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]

@@ -62,7 +62,9 @@ def test_i3d_state_dict_has_pytorch_i3d_layout(i3d_files) -> None:
 @pytest.mark.parametrize("which", ["torchscript", "state_dict"])
 def test_i3d_loader_reproduces_saved_module(i3d_files, which: str) -> None:
     module, ts, sd = i3d_files
-    det = load_video_detector(str(ts if which == "torchscript" else sd), size=I3D_SIZE)
+    det = load_video_detector(
+        str(ts if which == "torchscript" else sd), size=I3D_SIZE, trust_torchscript=True
+    )
     assert (det.name, det.kind, det.feature_dim, det.size) == ("i3d", "video", 400, I3D_SIZE)
     assert det.pretrained is (which == "state_dict")  # the scripted file says random_init
     videos = _videos(2)
@@ -100,7 +102,9 @@ def test_inception_state_dict_has_fid_layout(inception_files) -> None:
 @pytest.mark.parametrize("which", ["torchscript", "state_dict"])
 def test_inception_loader_reproduces_saved_module(inception_files, which: str) -> None:
     module, ts, sd = inception_files
-    det = load_frame_detector(str(ts if which == "torchscript" else sd), size=INC_SIZE)
+    det = load_frame_detector(
+        str(ts if which == "torchscript" else sd), size=INC_SIZE, trust_torchscript=True
+    )
     assert (det.name, det.kind, det.feature_dim) == ("inception", "frame", 2048)
     videos = _videos(2, t=3, h=60, w=80, seed=1)
     frames = torch.from_numpy(videos).reshape(6, 60, 80, 3).permute(0, 3, 1, 2)
@@ -140,7 +144,7 @@ def test_loader_errors(tmp_path: Path, i3d_files, inception_files) -> None:
     with pytest.raises(DetectorError, match="missing keys"):
         load_frame_detector(str(i3d_files[2]))  # an I3D state dict is no Inception
     with pytest.raises(DetectorError, match="cannot be called with the published signature"):
-        load_video_detector(str(inception_files[1]), size=I3D_SIZE)  # frame model as video
+        load_video_detector(str(inception_files[1]), size=I3D_SIZE, trust_torchscript=True)
 
 
 def _moving_blobs(n: int, seed: int, t: int = 16, size: int = 32) -> np.ndarray:

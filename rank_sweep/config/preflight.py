@@ -20,6 +20,7 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from rank_sweep.config.paths_check import check_paths
 from rank_sweep.config.schema import RootConfig, register_configs
 from rank_sweep.config.validate import ConfigError, validate
 from rank_sweep.paths import CONF_DIR, EXPERIMENTS_DIR
@@ -145,7 +146,10 @@ def preflight(overrides: Sequence[str], multirun: bool) -> int:
             n += 1
             if n > MAX_VALIDATED_JOBS:
                 continue
-            validate(compose_job(job))
+            cfg = compose_job(job)
+            validate(cfg)
+            if not cfg.dry_run:  # a plan may be made away from the data
+                check_paths(cfg)  # model/data/detector/state paths, one line each
     except (HydraException, OmegaConfBaseException, ConfigError) as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

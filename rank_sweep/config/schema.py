@@ -98,6 +98,9 @@ class TrainConfig:
     shift: Optional[float] = None  # timestep shift; null = model.flow_shift
     seed: int = 0
     checkpoint_every: int = 500  # steps between atomic checkpoints (resume granularity)
+    keep_checkpoints: int = (
+        0  # after completion: 0 final weights + summary, 1 + Adam state, 2 + previous
+    )
     log_every: int = 10
     val_clips: int = 4  # held-out clips for the validation loss
     val_quantiles: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
@@ -136,6 +139,9 @@ class EvalConfig:
     log_videos: int = 2  # sample mp4s logged per eval
     detector_size: int = 224  # frames resized to this before I3D (protocol: 224)
     inception_size: int = 299  # frames resized to this before Inception (FID protocol: 299; >= 75)
+    trust_torchscript: bool = (
+        False  # load TorchScript detector files of unknown sha256 (can run code)
+    )
 
 
 @dataclass

@@ -90,6 +90,7 @@ def validate(cfg: DictConfig) -> None:
     _int_range(cfg, "train.micro_batch", 1)
     _int_range(cfg, "train.grad_accum", 1)
     _int_range(cfg, "train.checkpoint_every", 1)
+    _int_range(cfg, "train.keep_checkpoints", 0, 2)
     _int_range(cfg, "train.log_every", 1)
     _choice(cfg, "train.mixed_precision", PRECISIONS)
     _choice(cfg, "train.timestep_sampling", SAMPLING_MODES)

@@ -32,6 +32,7 @@ from rank_sweep.eval.detectors.loaders import (
     load_frame_detector,
     load_video_detector,
 )
+from rank_sweep.eval.detectors.trust import UntrustedDetector
 from rank_sweep.eval.scoring import KNOWN_METRICS, protocol_stamp, score
 from rank_sweep.track.contract import TAG_DETECTOR_PRETRAINED
 
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--inception",
         default=None,
         help="inception-2015-12-05.pt or FID state dict (default: random init)",
+    )
+    p.add_argument(
+        "--trust-torchscript",
+        action="store_true",
+        help="load TorchScript detector files of unknown sha256 (they can run code)",
     )
     p.add_argument("--size", type=int, default=224, help="I3D input size (protocol: 224)")
     p.add_argument("--frame-size", type=int, default=299, help="Inception input size (FID: 299)")
@@ -106,10 +112,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     fake_src = folder_source(args.fake, args.frames)
     dets: dict[str, Detector] = {}
     if {"fvd", "kvd"} & set(metrics):
-        dets["video"] = load_video_detector(args.i3d, size=args.size, device=args.device)
+        dets["video"] = load_video_detector(
+            args.i3d, size=args.size, device=args.device, trust_torchscript=args.trust_torchscript
+        )
     if "kid" in metrics:
         dets["frame"] = load_frame_detector(
-            args.inception, size=args.frame_size, device=args.device
+            args.inception,
+            size=args.frame_size,
+            device=args.device,
+            trust_torchscript=args.trust_torchscript,
         )
     real, n_real = source_features(real_src, dets, "real")
     fake, n_fake = source_features(fake_src, dets, "fake")
@@ -151,7 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         result = run(args)
-    except (CliError, DataError, DetectorError) as exc:
+    except (CliError, DataError, DetectorError, UntrustedDetector) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result["stamp"][TAG_DETECTOR_PRETRAINED] == "false":

@@ -69,11 +69,16 @@ class Evaluator:
 
         metrics = set(self.ecfg.metrics)
         size = int(self.ecfg.detector_size)
+        trust = bool(self.ecfg.get("trust_torchscript", False))
         if metrics & {"fvd", "kvd"}:
-            self.detectors["video"] = load_video_detector(self.ecfg.i3d_path, size=size)
+            self.detectors["video"] = load_video_detector(
+                self.ecfg.i3d_path, size=size, trust_torchscript=trust
+            )
         if "kid" in metrics:
             self.detectors["frame"] = load_frame_detector(
-                self.ecfg.inception_path, size=int(self.ecfg.inception_size)
+                self.ecfg.inception_path,
+                size=int(self.ecfg.inception_size),
+                trust_torchscript=trust,
             )
         real_view = _FirstFrames(self.eval_set, int(self.ecfg.frames))
         for kind, det in self.detectors.items():

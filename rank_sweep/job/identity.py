@@ -22,6 +22,8 @@ from rank_sweep.utils.keys import content_key
 
 _IGNORED_TOP = ("track", "sweep_name", "output_dir", "state_dir", "dry_run", "extras", "hydra")
 FINGERPRINT_LEN = 16
+# Keys that change neither what is trained nor what is measured (disk policy, trust).
+_IGNORED_NESTED = (("train", "keep_checkpoints"), ("eval", "trust_torchscript"))
 
 
 def effective_config(cfg: DictConfig) -> dict[str, Any]:
@@ -31,6 +33,8 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     data = OmegaConf.to_container(kept, resolve=True)
     assert isinstance(data, dict)
     data.get("prune", {}).pop("storage", None)  # where Optuna keeps trials, like track.*
+    for group, key in _IGNORED_NESTED:
+        data.get(group, {}).pop(key, None)
     if data["finetune"]["method"] == "full":
         data.pop("lora", None)
         data.pop("prune", None)  # the baseline is never pruned

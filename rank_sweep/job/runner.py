@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from rank_sweep.job.guard import after_finish, hold_job_lock, release, relog_history
 from rank_sweep.job.identity import JobIdentity
 from rank_sweep.job.reporter import Reporter, objective_key
+from rank_sweep.seeding import derive_seed, forked_rng, seed_global
 from rank_sweep.track import contract as C
 from rank_sweep.utils.atomic import write_text_atomic
 from rank_sweep.utils.device import pick_device
@@ -43,17 +45,20 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
     is_main = dist_ctx is None or dist_ctx.is_main
     device = pick_device(cfg.device, getattr(dist_ctx, "local_rank", 0))
     sdir = identity.state_dir(cfg)
+    lock = hold_job_lock(sdir, enabled=is_main)  # one process per job; a 2nd copy waits
     reporter = Reporter(cfg, identity, sdir, sweep=sweep, enabled=is_main)
-    container = OmegaConf.to_container(cfg, resolve=True)
-    if not identity.is_lora:  # the baseline has no rank/alpha: keep MLflow's Compare clean
-        container.pop("lora", None)
-    params = flatten_config(container)
-    params[C.PARAM_DEVICE] = device.type
-    params[C.PARAM_FINGERPRINT] = identity.fingerprint
-    reporter.open(params)
-    if any_rank(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all follow
-        return _publish_reused(reporter, out_dir) if is_main else JobOutcome("reused", None, {})
-    try:
+    try:  # opened inside: a failure once the MLflow run exists still marks it failed
+        container = OmegaConf.to_container(cfg, resolve=True)
+        if not identity.is_lora:  # the baseline has no rank/alpha: keep MLflow's Compare clean
+            container.pop("lora", None)
+        params = flatten_config(container)
+        params[C.PARAM_DEVICE] = device.type
+        params[C.PARAM_FINGERPRINT] = identity.fingerprint
+        reporter.open(params)
+        if any_rank(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all follow
+            if is_main:
+                return _publish_reused(reporter, out_dir)
+            return JobOutcome("reused", None, {})
         job = JobRunner(cfg, identity, out_dir, sdir, reporter, dist_ctx, device)
         job.setup()
         return job.train()
@@ -61,6 +66,8 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         reporter.finish(C.FAILED, None, error=error)
         raise
+    finally:
+        release(lock)
 
 
 def _publish_reused(reporter: Reporter, out_dir: Path) -> JobOutcome:
@@ -130,7 +137,11 @@ class EvalRecorder:
         return {"history": json.dumps(self.history)}
 
     def restore(self, extra: dict[str, str]) -> None:
-        self.history.extend(json.loads(extra.get("history", "[]")))
+        restored = json.loads(extra.get("history", "[]"))
+        self.history.extend(restored)
+        # Re-logged: fills a store that lacks this job's history (the tracker drops
+        # points it already has).
+        relog_history(self.reporter, restored)
 
 
 class JobRunner:
@@ -211,7 +222,8 @@ class JobRunner:
 
         transformer = self.spec.load_transformer()
         self.total_params = sum(p.numel() for p in transformer.parameters())
-        self.trainable = apply_finetune(transformer, self.identity.method, self.cfg.lora)
+        with forked_rng(derive_seed(self.cfg.train.seed, "adapter-init")):  # any cache state
+            self.trainable = apply_finetune(transformer, self.identity.method, self.cfg.lora)
         self.reporter.log_metrics(
             {C.TRAINABLE_PARAMS: self.trainable, C.TOTAL_PARAMS: self.total_params}, 0
         )
@@ -241,6 +253,7 @@ class JobRunner:
             set_extra=rec.restore,
         )
         t0 = time.time()
+        seed_global(derive_seed(cfg.train.seed, "train"))  # dropout etc.; a resume restores its own
         result = train(
             self.model,
             self.train_pre,
@@ -322,3 +335,4 @@ class JobRunner:
         self.reporter.finish(
             summary["status"], self.recorder.objective, pruned_step=summary["pruned_step"]
         )
+        after_finish(self.cfg, self.state_dir, summary["status"])  # trim resume state for reuse

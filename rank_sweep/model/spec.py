@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 
 import torch
 
+from rank_sweep.integrity import safetensors_dir_whole
 from rank_sweep.model.layout import ModelError, missing_parts
 
 log = logging.getLogger(__name__)
@@ -41,17 +43,23 @@ def resolve_model_path(model_cfg: Any) -> Path:
         return path.resolve()
     final = cache_dir() / "models" / f"tiny_wan-s{int(model_cfg.tiny_seed)}"
     if not missing_parts(final):
-        return final
+        if safetensors_dir_whole(final):
+            return final
+        log.warning("cached tiny model %s has a truncated weight file: rebuilding it", final)
+        shutil.rmtree(final, ignore_errors=True)
     return _write_tiny_atomically(final, int(model_cfg.tiny_seed))
 
 
 def _write_tiny_atomically(final: Path, seed: int) -> Path:
     from rank_sweep.model.tiny import make_tiny
+    from rank_sweep.seeding import forked_rng
     from rank_sweep.utils.atomic import publish_dir
 
-    return publish_dir(
-        final, lambda tmp: make_tiny(tmp, seed=seed), complete=lambda p: not missing_parts(p)
-    )
+    def write(tmp: Path) -> None:
+        with forked_rng():  # the tiny model seeds itself; the caller's RNG stays untouched
+            make_tiny(tmp, seed=seed)
+
+    return publish_dir(final, write, complete=lambda p: not missing_parts(p))
 
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16")  # what model.dtype may say

@@ -59,11 +59,14 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
         db = sqlite_path(url)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        storage = optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-        )
-        if db is not None:
-            enable_wal(db)
+        from rank_sweep.locks import store_lock
+
+        with store_lock(url, f"Optuna store {url}"):  # table creation/migration, once
+            storage = optuna.storages.RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
+            )
+            if db is not None:
+                enable_wal(db)
         return storage
     if "://" in url:
         return optuna.storages.RDBStorage(url)

@@ -22,6 +22,13 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from rank_sweep.paths import optuna_storage, tracking_uri
+from rank_sweep.sweep.guard import (
+    claim_sweep_dir,
+    claim_sweep_id,
+    release_claims,
+    running_children,
+    setup_or_exit,
+)
 from rank_sweep.track.contract import (
     ROLE_SWEEP,
     TAG_OVERRIDES,
@@ -101,17 +108,23 @@ class SweepCallback(Callback):
     """MLflow parent run + Optuna study per multirun; `sweep.json` for the jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra only warns when a callback raises: a failed set-up must end the command.
+        setup_or_exit(self._start, config)
+
+    def _start(self, config: DictConfig) -> None:
         from rank_sweep.prune.study import make_pruner, open_study
 
-        sweep_id = sweep_id_for(config)
+        claim_sweep_dir(Path(config.hydra.sweep.dir))  # a second sweep here fails, one line
+        sweep_id = claim_sweep_id(config, sweep_id_for(config), Path(config.hydra.sweep.dir))
         experiment = str(config.track.experiment)
+        storage = optuna_storage(config.prune.storage)
+        # Created even with prune=none: the trials still record every job for the dashboard.
+        # First, so an unusable storage fails before a parent run exists.
+        open_study(storage, sweep_id, make_pruner(config.prune), create=True)
         uri = parent = None
         if config.track.enabled:
             uri = tracking_uri(config.track.uri)
             parent = _open_parent(config, sweep_id, uri, experiment)
-        storage = optuna_storage(config.prune.storage)
-        # Created even with prune=none: the trials still record every job for the dashboard.
-        open_study(storage, sweep_id, make_pruner(config.prune), create=True)
         info = SweepInfo(sweep_id, parent, uri, experiment, sweep_id, storage)
         failures_path(Path(config.hydra.sweep.dir)).unlink(missing_ok=True)
         path = write_sweep_info(Path(config.hydra.sweep.dir), info)
@@ -129,8 +142,12 @@ class SweepCallback(Callback):
             counts = status_counts(children)
             _print_summary(children, config)
             tags = {status_count_tag(status): str(n) for status, n in counts.items()}
-            end_run(info.tracking_uri, info.parent_run_id, tags, "FINISHED")
+            if running_children(children):  # another process's job: the parent stays open
+                log.warning("sweep %s: parent left RUNNING, children still run", info.sweep_id)
+            else:
+                end_run(info.tracking_uri, info.parent_run_id, tags, "FINISHED")
             log.info("sweep %s ended: %s", info.sweep_id, counts)
+        release_claims(sweep_dir)
         failed = read_failures(sweep_dir)
         FAILED_JOBS[:] = failed
         if failed:

@@ -69,13 +69,20 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 def ensure_store(uri: str, experiment: str) -> str:
     """Create the DB schema (first use runs MLflow's migrations) and the experiment.
 
-    Idempotent; call it once before parallel jobs start so they never race on migration.
-    Returns the experiment id.
+    Idempotent, and under a file lock for SQLite (two first uses at once would race on
+    MLflow's migration). Returns the experiment id.
     """
     key = (uri, experiment)
     if key in _ensured:
         return _ensured[key]
     check_uri(uri)
+    from rank_sweep.locks import store_lock
+
+    with store_lock(uri, f"MLflow store {uri}"):
+        return _ensure_store(uri, experiment, key)
+
+
+def _ensure_store(uri: str, experiment: str, key: tuple[str, str]) -> str:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 

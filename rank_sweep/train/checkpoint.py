@@ -9,8 +9,11 @@ Layout of `state_dir/checkpoint/`:
 
 A checkpoint is written into a temp dir and swapped in with two renames
 (checkpoint -> checkpoint.old, temp -> checkpoint); a kill between them leaves
-checkpoint.old, which `find_checkpoint` falls back to, so there is never a moment without a
-complete checkpoint. Parameter names (not positions) key the optimizer state, and sharded
+checkpoint.old, so there is never a moment without a complete checkpoint. The previous
+checkpoint stays as checkpoint.old after the swap: when the newest cannot be read (a
+truncated file, a bad disk block), `load_latest` falls back to it and says so, and only
+when neither can be read does the error name the dir to delete. After a job completes,
+`prune_finished` trims the dir to what reuse needs (`train.keep_checkpoints`). Parameter names (not positions) key the optimizer state, and sharded
 models are gathered to full tensors, so a resumed job may change its world size (not with
 DeepSpeed, whose engine state is per rank).
 """
@@ -22,6 +25,7 @@ import os
 import random
 import shutil
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+from rank_sweep.integrity import safetensors_whole
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +204,10 @@ def write_checkpoint(
     _fsync_dir(tmp)
     _pause(step, "write")
     final, old = state_dir / CKPT, state_dir / OLD
+    if final.exists() and not intact(final):
+        # The newest is damaged (the run resumed from checkpoint.old): keep the good old one.
+        log.warning("discarding unreadable checkpoint %s; keeping %s", final, old)
+        shutil.rmtree(final)
     if final.exists():
         if old.exists():
             shutil.rmtree(old)
@@ -205,7 +215,6 @@ def write_checkpoint(
     _pause(step, "swap")
     os.rename(tmp, final)
     _fsync_dir(state_dir)
-    shutil.rmtree(old, ignore_errors=True)
     _pause(step, "after")
     log.info("checkpoint at step %d -> %s", step, final)
     return final
@@ -215,14 +224,26 @@ def _complete(path: Path) -> bool:
     return (path / WEIGHTS).is_file() and (path / STATE).is_file()
 
 
+def intact(path: Path) -> bool:
+    """Cheap structural check (sizes and zip directory, no full read) of a checkpoint dir."""
+    path = Path(path)
+    return (
+        _complete(path)
+        and safetensors_whole(path / WEIGHTS)
+        and zipfile.is_zipfile(path / STATE)  # torch.save writes a zip; truncation loses its end
+    )
+
+
+def candidates(state_dir: Path) -> list[Path]:
+    """Complete checkpoints, newest first: `checkpoint`, then `checkpoint.old` (the
+    previous one, or the only one after a kill between the two renames of a swap)."""
+    return [Path(state_dir) / n for n in (CKPT, OLD) if _complete(Path(state_dir) / n)]
+
+
 def find_checkpoint(state_dir: Path) -> Path | None:
-    """The newest complete checkpoint: `checkpoint`, else `checkpoint.old` (a kill between
-    the two renames of a swap)."""
-    for name in (CKPT, OLD):
-        p = Path(state_dir) / name
-        if p.is_dir() and _complete(p):
-            return p
-    return None
+    """The newest complete checkpoint dir (not read; `load_latest` reads with fallback)."""
+    found = candidates(state_dir)
+    return found[0] if found else None
 
 
 def read_checkpoint(path: Path) -> Loaded:
@@ -236,3 +257,72 @@ def read_checkpoint(path: Path) -> Loaded:
             f"checkpoint {path} has format {state.get('format')}, this code reads {FORMAT_VERSION}"
         )
     return Loaded(path=path, weights=weights, state=state)
+
+
+def load_latest(state_dir: Path) -> Loaded | None:
+    """Read the newest readable checkpoint; None when there is none at all.
+
+    An unreadable newest one is logged and the previous one used (the steps since then
+    are replayed, bitwise, by the loop); if none can be read the error says which dir to
+    delete to start the job over.
+    """
+    found = candidates(state_dir)
+    errors = []
+    for path in found:
+        try:
+            loaded = read_checkpoint(path)
+        except CheckpointError as exc:
+            log.warning("%s; trying the previous checkpoint", str(exc).splitlines()[0][:300])
+            errors.append(path.name)
+            continue
+        if errors:
+            log.warning(
+                "resuming from the previous checkpoint %s (step %s): %s could not be read",
+                path,
+                loaded.state.get("step"),
+                ", ".join(errors),
+            )
+        return loaded
+    if found:
+        raise CheckpointError(
+            f"checkpoints in {state_dir} cannot be read ({', '.join(errors)}); "
+            f"delete {state_dir} to start this job over"
+        )
+    return None
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def prune_finished(state_dir: Path, keep: int) -> int:
+    """Trim a completed job's state to what reuse needs; returns the bytes freed.
+
+    keep >= 2: both checkpoints stay. keep 1: the previous one goes. keep 0: also the
+    optimizer/scheduler state (Adam moments are 2x the trainable weights: hundreds of GB
+    for a full 14B job) and DeepSpeed engine files; the final trainable weights, progress,
+    RNG and eval history stay, so a rerun still finds the job finished and can re-log it.
+    """
+    state_dir = Path(state_dir)
+    if keep >= 2 or not state_dir.is_dir():
+        return 0
+    before = _dir_bytes(state_dir)
+    for stale in [state_dir / OLD, *state_dir.glob(".checkpoint-tmp-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+    final = state_dir / CKPT
+    if keep == 0 and _complete(final):
+        state = torch.load(final / STATE, map_location="cpu", weights_only=True)
+        slim = {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")}
+        slim["pruned"] = True
+        tmp = final / (STATE + ".tmp")
+        torch.save(slim, tmp)
+        os.replace(tmp, final / STATE)
+        shutil.rmtree(final / "deepspeed", ignore_errors=True)
+    freed = before - _dir_bytes(state_dir)
+    log.info(
+        "pruned finished job state %s (keep_checkpoints=%d): freed %.1f MB",
+        state_dir,
+        keep,
+        freed / 1e6,
+    )
+    return freed

@@ -106,8 +106,6 @@ class _Progress:
         return cls(**d)
 
 
-
-
 def _grad_norm(params: list[torch.Tensor], max_norm: float, want: bool, step: int) -> float | None:
     """Total gradient norm (computed when clipping or logging); clips to max_norm > 0.
     A non-finite norm raises before the optimizer can write NaN into the weights."""

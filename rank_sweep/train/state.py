@@ -18,10 +18,9 @@ import torch
 import torch.distributed as tdist
 
 from rank_sweep.train.checkpoint import (
-    find_checkpoint,
+    load_latest,
     load_optimizer_state_by_name,
     optimizer_state_by_name,
-    read_checkpoint,
     tmp_dir,
     write_checkpoint,
 )
@@ -123,11 +122,13 @@ def restore(
 ) -> dict[str, Any] | None:
     """Load the newest checkpoint into model/optimizer/scheduler; returns its state dict
     (step, data position, RNG, extra, result so far) or None when there is none."""
-    path = find_checkpoint(state_dir)
-    if path is None:
+    loaded = load_latest(state_dir)  # falls back to the previous checkpoint if unreadable
+    if loaded is None:
         return None
-    loaded = read_checkpoint(path)
-    state = loaded.state
+    path, state = loaded.path, loaded.state
+    if state.get("pruned"):  # a completed job trimmed to its final weights: nothing to resume
+        _copy_weights(model, loaded.weights)
+        return state
     if isinstance(model, DeepSpeedModel):
         load_path, _ = model.engine.load_checkpoint(
             str(path / DS_DIR), tag=DS_TAG, load_module_strict=False

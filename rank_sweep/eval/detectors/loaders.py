@@ -1,7 +1,10 @@
 """Load the video (I3D) and frame (FID Inception) detectors from published weight files.
 
 Accepted files: the TorchScript archives (`i3d_torchscript.pt`, `inception-2015-12-05.pt`)
-or state dicts in pytorch-i3d / pytorch-fid key layout. With no path, a seeded random-init
+or state dicts in pytorch-i3d / pytorch-fid key layout. TorchScript can run code, so only
+published files (known sha256), the project's own cached files, or files the user vouches
+for (`eval.trust_torchscript=true`) are loaded; see trust.py. A cached random-init file
+that cannot be loaded is rebuilt. With no path, a seeded random-init
 detector of the real architecture is scripted once with torch.jit.script (scripting, unlike
 tracing, keeps the rescale/resize flags and any input size working) and saved as TorchScript
 under `cache_dir()/detectors/`, then loaded through the same TorchScript path, so the
@@ -15,7 +18,6 @@ frames of one clip are not independent samples.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import zipfile
 from dataclasses import dataclass, field
@@ -27,6 +29,12 @@ import torch
 from torch import nn
 
 from rank_sweep.eval.detectors import i3d, inception
+from rank_sweep.eval.detectors.trust import (
+    UntrustedDetector,
+    judge,
+    sidecar,
+    write_sidecar,
+)
 from rank_sweep.paths import cache_dir
 from rank_sweep.utils.atomic import atomic_file
 from rank_sweep.utils.device import pick_device
@@ -38,14 +46,6 @@ VIDEO_PROBE_FRAMES = 16  # the protocol's clip length; I3D needs >= 8 frames for
 
 class DetectorError(ValueError):
     """A detector weight file that is missing, of an unknown format, or of the wrong shapes."""
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _auto_device(device: Union[str, torch.device, None]) -> torch.device:
@@ -67,6 +67,7 @@ class Detector:
     module: Any = field(repr=False)  # ScriptModule or nn.Module with the published signature
     device: torch.device = field(default_factory=lambda: torch.device("cpu"), repr=False)
     chunk: int = 64  # frames per Inception forward (bounds activation memory)
+    published: Optional[str] = None  # the published file this is (by sha256), if any
 
     def features(self, videos: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
         # No JIT graph optimization: it only re-profiles a conv net for several slow first
@@ -131,12 +132,19 @@ def save_torchscript(module: nn.Module, path: Path) -> None:
         torch.jit.save(torch.jit.script(module.eval()), str(tmp))
 
 
-def random_detector_path(name: str, size: int, seed: int = 0) -> Path:
-    """Cached random-init TorchScript file; written once (size and seed in the name)."""
-    path = cache_dir() / "detectors" / f"{name}_random_seed{seed}_s{size}.pt"
-    if not path.exists():
+def own_dir() -> Path:
+    """Where the project writes its random-init detector files (trusted via sidecars)."""
+    return cache_dir() / "detectors"
+
+
+def random_detector_path(name: str, size: int, seed: int = 0, rebuild: bool = False) -> Path:
+    """Cached random-init TorchScript file; written once (size and seed in the name), with
+    its sha256 beside it; `rebuild` rewrites a file that could not be loaded."""
+    path = own_dir() / f"{name}_random_seed{seed}_s{size}.pt"
+    if rebuild or not path.exists() or not sidecar(path).exists():
         log.info("writing random-init %s detector (size %d) to %s", name, size, path)
         save_torchscript(build_random(name, size, seed), path)
+        write_sidecar(path)
     return path
 
 
@@ -220,16 +228,40 @@ def _load(
     size: int,
     device: Union[str, torch.device, None],
     expected_dim: int,
+    trust_torchscript: bool = False,
 ) -> Detector:
-    what = {"i3d": "I3D", "inception": "Inception"}[name]
-    dev = _auto_device(device)
-    if path is None:
-        file = random_detector_path(name, size)
-    else:
+    if path is not None:
         file = Path(path).expanduser()
         if not file.is_file():
-            raise DetectorError(f"{what} weights not found: {file}")
-    if _is_torchscript(file):
+            raise DetectorError(f"{_WHAT[name]} weights not found: {file}")
+        return _load_file(name, kind, file, size, device, expected_dim, trust_torchscript)
+    file = random_detector_path(name, size)
+    try:
+        return _load_file(name, kind, file, size, device, expected_dim, trust_torchscript)
+    except (DetectorError, UntrustedDetector) as exc:
+        # Our own cached file (a truncated write, a bad block): rebuilt, never fatal.
+        log.warning("cached random-init detector unusable (%s); rebuilding it", exc)
+        file = random_detector_path(name, size, rebuild=True)
+        return _load_file(name, kind, file, size, device, expected_dim, trust_torchscript)
+
+
+_WHAT = {"i3d": "I3D", "inception": "Inception"}
+
+
+def _load_file(
+    name: str,
+    kind: str,
+    file: Path,
+    size: int,
+    device: Union[str, torch.device, None],
+    expected_dim: int,
+    trust_torchscript: bool,
+) -> Detector:
+    what = _WHAT[name]
+    dev = _auto_device(device)
+    torchscript = _is_torchscript(file)
+    verdict = judge(file, torchscript, trust_torchscript, own_dir(), what)
+    if torchscript:
         try:
             module = torch.jit.load(str(file), map_location=dev).eval()
         except RuntimeError as exc:
@@ -250,13 +282,14 @@ def _load(
     det = Detector(
         name=name,
         kind=kind,
-        sha256=file_sha256(file),
+        sha256=verdict.sha256,
         pretrained=not random_init,
         feature_dim=dim,
         path=file,
         size=size_used,
         module=module,
         device=dev,
+        published=verdict.published,
     )
     if random_init:
         log.warning(
@@ -268,14 +301,23 @@ def _load(
 
 
 def load_video_detector(
-    path: Optional[str], *, size: int = 224, device: Union[str, torch.device, None] = None
+    path: Optional[str],
+    *,
+    size: int = 224,
+    device: Union[str, torch.device, None] = None,
+    trust_torchscript: bool = False,
 ) -> Detector:
-    """I3D (Kinetics-400 logits averaged over time, 400-d). path None = cached random init."""
-    return _load("i3d", "video", path, int(size), device, i3d.NUM_CLASSES)
+    """I3D (Kinetics-400 logits averaged over time, 400-d). path None = cached random init.
+    An unknown TorchScript file needs trust_torchscript (see trust.py)."""
+    return _load("i3d", "video", path, int(size), device, i3d.NUM_CLASSES, trust_torchscript)
 
 
 def load_frame_detector(
-    path: Optional[str], *, size: int = 299, device: Union[str, torch.device, None] = None
+    path: Optional[str],
+    *,
+    size: int = 299,
+    device: Union[str, torch.device, None] = None,
+    trust_torchscript: bool = False,
 ) -> Detector:
     """FID InceptionV3 (2048-d pool features per frame). path None = cached random init.
 
@@ -288,4 +330,4 @@ def load_frame_detector(
             "Inception input size %d < %d: using %d", size, inception.MIN_SIZE, inception.MIN_SIZE
         )
         size = inception.MIN_SIZE
-    return _load("inception", "frame", path, size, device, inception.FEATURE_DIM)
+    return _load("inception", "frame", path, size, device, inception.FEATURE_DIM, trust_torchscript)
