@@ -184,7 +184,7 @@ def _save_lora(transformer: torch.nn.Module, out_dir: Path, lora_meta: dict | No
     final = out_dir / LORA_WEIGHT_NAME
     with atomic_file(final) as tmp:
         WanImageToVideoPipeline.save_lora_weights(
-            out_dir,
+            tmp.parent,
             transformer_lora_layers=layers,
             weight_name=tmp.name,
             transformer_lora_adapter_metadata=metadata,

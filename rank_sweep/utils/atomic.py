@@ -31,15 +31,21 @@ def atomic_file(path: Path) -> Iterator[Path]:
 
     with atomic_file(out / "x.safetensors") as tmp:
         save_file(tensors, str(tmp))
+
+    The temp file keeps the final file name inside a private temp dir: torch's zip
+    archives (torch.save, torch.jit.save) record the file stem inside the archive, so a
+    random temp name would make the same weights hash differently.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
+    tmp_dir = _tmp_name(path)
+    tmp_dir.mkdir()
+    tmp = tmp_dir / path.name
     try:
         yield tmp
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
