@@ -137,13 +137,25 @@ def test_sweep_joblib_two_parallel_jobs_one_sqlite_store(stores) -> None:
 
 
 def test_failing_job_leaves_the_others_running(stores) -> None:
-    proc = cli(stores, "-m", "sweep_name=failing", "model.path=null,/nonexistent/wan", check=False)
+    from rank_sweep.model.layout import PARTS
+
+    # A model dir complete in layout (so the preflight passes) whose files are empty: the
+    # job fails at run time, after its run was opened.
+    broken = Path(stores["dir"]) / "broken_wan"
+    (broken / "model_index.json").parent.mkdir(parents=True, exist_ok=True)
+    (broken / "model_index.json").write_text("{}")
+    for part, (cfg_name, _) in PARTS.items():
+        (broken / part).mkdir(exist_ok=True)
+        (broken / part / cfg_name).write_text("")
+        (broken / part / "model.safetensors").write_bytes(b"")
+        (broken / part / "tokenizer.json").write_text("")
+    proc = cli(stores, "-m", "sweep_name=failing", f"model.path=null,{broken}", check=False)
     assert proc.returncode != 0
     _, children = runs_of(stores, "failing")
     status = sorted(r.data.tags[C.TAG_STATUS] for r in children)
-    assert status[-1] == "failed" and status[0] in ("completed", "pruned")
-    failed = [r for r in children if r.data.tags[C.TAG_STATUS] == "failed"][0]
-    assert "nonexistent" in failed.data.tags[C.TAG_ERROR]
+    assert status[-1] == C.FAILED and status[0] in (C.COMPLETED, C.PRUNED)
+    failed = [r for r in children if r.data.tags[C.TAG_STATUS] == C.FAILED][0]
+    assert failed.data.tags[C.TAG_ERROR]
 
 
 def test_env_store_for_jobs_and_report_and_a_reused_job_says_where(tmp_path: Path) -> None:
