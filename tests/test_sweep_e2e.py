@@ -139,13 +139,25 @@ def test_sweep_joblib_two_parallel_jobs_one_sqlite_store(stores) -> None:
 
 
 def test_failing_job_leaves_the_others_running(stores) -> None:
-    proc = cli(stores, "-m", "sweep_name=failing", "model.path=null,/nonexistent/wan", check=False)
+    from rank_sweep.model.layout import PARTS
+
+    # A model dir complete in layout (so the preflight passes) whose files are empty: the
+    # job fails at run time, after its run was opened.
+    broken = Path(stores["dir"]) / "broken_wan"
+    (broken / "model_index.json").parent.mkdir(parents=True, exist_ok=True)
+    (broken / "model_index.json").write_text("{}")
+    for part, (cfg_name, _) in PARTS.items():
+        (broken / part).mkdir(exist_ok=True)
+        (broken / part / cfg_name).write_text("")
+        (broken / part / "model.safetensors").write_bytes(b"")
+        (broken / part / "tokenizer.json").write_text("")
+    proc = cli(stores, "-m", "sweep_name=failing", f"model.path=null,{broken}", check=False)
     assert proc.returncode != 0
     _, children = runs_of(stores, "failing")
     status = sorted(r.data.tags["rank_sweep.status"] for r in children)
     assert status[-1] == "failed" and status[0] in ("completed", "pruned")
     failed = [r for r in children if r.data.tags["rank_sweep.status"] == "failed"][0]
-    assert "nonexistent" in failed.data.tags["rank_sweep.error"]
+    assert failed.data.tags["rank_sweep.error"]
 
 
 def test_killed_job_resumes_the_same_mlflow_run(stores, tmp_path: Path) -> None:
