@@ -334,3 +334,88 @@ def test_empty_and_warm_cache_give_bitwise_equal_adapters_and_history_is_relogge
     assert [m.step for m in fvd] == [2] and fvd[0].value == first.objective
     (sdir,) = (tmp_path / "s1").iterdir()  # <state_dir>/<label>-<fingerprint>
     assert "optimizer" not in ck.load_latest(sdir).state  # trimmed after completion
+
+
+# ---- sweeps kept apart, runs always closed -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_stores(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One MLflow/Optuna store pair for this module: a fresh MLflow DB migrates for ~10 s."""
+    return tmp_path_factory.mktemp("rel_stores")
+
+
+def _sweep_config(sweep_dir: Path, d: Path, sweep_args: list[str]):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    from rank_sweep.config import register_configs
+    from rank_sweep.paths import CONF_DIR
+
+    os.environ.setdefault("RANK_SWEEP_ROOT", str(REPO_ROOT))
+    register_configs()
+    plain = ["sweep_name=rel", f"track.uri=sqlite:///{d}/m.db", f"prune.storage=sqlite:///{d}/o.db"]
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            config_name="config",
+            overrides=[*plain, f"hydra.sweep.dir={sweep_dir}"],
+            return_hydra_config=True,
+        )
+    GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        cfg.hydra.overrides.task = [*sweep_args, *plain]
+    return cfg
+
+
+def test_twin_sweep_gets_its_own_id_and_parent_waits_for_running_children(
+    tmp_path: Path, shared_stores: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from rank_sweep.sweep.callbacks import SweepCallback, read_sweep_info, sweep_id_for
+    from rank_sweep.sweep.guard import lock_root
+    from rank_sweep.track.tracker import Tracker
+
+    cfg = _sweep_config(tmp_path / "a", shared_stores, ["lora.rank=4,8"])
+    base = sweep_id_for(cfg)
+    holder = _holder_process(lock_root(cfg) / f"sweep-{base}.lock")  # a live twin sweep
+    try:
+        cb = SweepCallback()
+        cb.on_multirun_start(cfg)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+    info = read_sweep_info(tmp_path / "a")
+    assert info.sweep_id == f"{base}.2" and info.study_name == f"{base}.2"
+    # a child still running (another process's job) keeps the parent open at the sweep's end
+    tr = Tracker(info.tracking_uri, info.experiment)
+    tr.start(run_name="lora-r4", tags={"rank_sweep.sweep_id": info.sweep_id}, params={},
+             parent_run_id=info.parent_run_id, system_metrics=False)  # fmt: skip
+    cb.on_multirun_end(cfg)
+    client = MlflowClient(info.tracking_uri)
+    assert client.get_run(info.parent_run_id).info.status == "RUNNING"
+    tr.finish("completed")
+    cb.on_multirun_end(cfg)  # its children done: now it closes
+    assert client.get_run(info.parent_run_id).info.status == "FINISHED"
+
+
+def test_run_is_marked_failed_when_opening_fails_after_it_exists(
+    tmp_path: Path, compose, shared_stores: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from rank_sweep.job.identity import fingerprint, state_dir
+    from rank_sweep.job.runner import run
+
+    uri = f"sqlite:///{shared_stores}/m.db"
+    cfg = compose([f"state_dir={tmp_path / 'state'}", f"track.uri={uri}",
+                   "track.system_metrics=false"])  # fmt: skip
+    (state_dir(cfg) / "run.json").mkdir(parents=True)  # the run id cannot be saved
+    with pytest.raises(OSError):
+        run(cfg, tmp_path / "out")
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("rank_sweep").experiment_id
+    (r,) = client.search_runs([exp], f"tags.`rank_sweep.fingerprint` = '{fingerprint(cfg)}'")
+    assert r.info.status == "FAILED" and r.data.tags["rank_sweep.status"] == "failed"

@@ -18,6 +18,7 @@ import torch
 import torch.distributed as tdist
 
 from rank_sweep.train.checkpoint import (
+    CheckpointError,
     load_latest,
     load_optimizer_state_by_name,
     optimizer_state_by_name,
@@ -127,7 +128,7 @@ def restore(
         return None
     path, state = loaded.path, loaded.state
     if state.get("pruned"):  # a completed job trimmed to its final weights: nothing to resume
-        _copy_weights(model, loaded.weights)
+        _load_final_weights(model, loaded.weights, path)
         return state
     if isinstance(model, DeepSpeedModel):
         load_path, _ = model.engine.load_checkpoint(
@@ -151,6 +152,26 @@ def restore(
         load_optimizer_state_by_name(model, opt, state["optimizer"])
         sched.load_state_dict(state["scheduler"])
     return state
+
+
+def _load_final_weights(model: torch.nn.Module, weights: dict, path: Path) -> None:
+    """Weights of a trimmed (completed) checkpoint: enough to export and re-log the job."""
+    if isinstance(model, DeepSpeedModel):
+        raise CheckpointError(
+            f"{path} was trimmed after the job completed (train.keep_checkpoints=0) and "
+            "DeepSpeed cannot load it; use the store that has its run, or delete "
+            f"{path.parent} to train it again"
+        )
+    if is_sharded(model):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, strict=False)
+        set_model_state_dict(model, weights, options=opts)
+        return
+    _copy_weights(model, weights)
 
 
 def _copy_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
