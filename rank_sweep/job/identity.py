@@ -1,8 +1,10 @@
 """What makes two jobs the same job: a fingerprint of the effective config.
 
 Keys that do not change what is trained or measured (tracking, sweep name, output dirs)
-are left out; for full fine-tuning the LoRA and pruning settings are irrelevant too, so
-`-m finetune=lora,full lora.rank=4,8` runs the full baseline once and reuses it.
+are left out, and so are the pruning settings and the pause knob `train.stop_at`: a job
+paused at a rung and resumed is the same job as one trained straight through. For full
+fine-tuning the LoRA settings are irrelevant too, so `-m finetune=lora,full
+lora.rank=4,8` runs the full baseline once and reuses it.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     assert isinstance(data, dict)
     for key in _IGNORED_TOP:
         data.pop(key, None)
+    data.pop("prune", None)  # the sweeper's business, not the job's
+    data.get("train", {}).pop("stop_at", None)  # pausing is not a different run
     if data["finetune"]["method"] == "full":
         data.pop("lora", None)
-        data.pop("prune", None)  # the baseline is never pruned
     return data
 
 

@@ -45,13 +45,11 @@ class Reporter:
         cfg = self.cfg
         if cfg.track.enabled:
             from rank_sweep.track.store import ensure_store
-            from rank_sweep.track.tracker import Tracker, find_run_by_fingerprint
+            from rank_sweep.track.tracker import Tracker
 
             uri = self._tracking_uri()
             ensure_store(uri, cfg.track.experiment)
-            self.reused = find_run_by_fingerprint(
-                uri, cfg.track.experiment, self.fingerprint, ("completed", "pruned")
-            )
+            self.reused = self._finished_run(uri)
             if self.reused is not None:
                 log.info("reusing finished run %s (same effective config)", _run_id(self.reused))
                 self._adopt_reused(uri)
@@ -67,8 +65,29 @@ class Reporter:
                 system_metrics=bool(cfg.track.system_metrics),
             )
             self._save_ids(run_id=run_id)
-        if self.sweep is not None:
+        if self.sweep is not None and self._job_owns_trial():
             self._open_trial()
+
+    def _job_owns_trial(self) -> bool:
+        """Under prune=sha/none the sweeper owns the Optuna trials; jobs only under the
+        asynchronous pruners (asha, median), which each job asks itself."""
+        from rank_sweep.prune.schedule import SYNC_PRUNERS
+
+        return self.cfg.prune.pruner not in SYNC_PRUNERS
+
+    def _finished_run(self, uri: str) -> Any:
+        """A run to reuse: completed (its full budget) in any sweep, or pruned in this
+        same sweep; a run pruned by another sweep is trained on, not reused."""
+        from rank_sweep.track.tracker import find_run_by_fingerprint
+
+        exp = self.cfg.track.experiment
+        done = find_run_by_fingerprint(uri, exp, self.fingerprint, ("completed",))
+        if done is not None or self.sweep is None:
+            return done
+        pruned = find_run_by_fingerprint(uri, exp, self.fingerprint, ("pruned",))
+        if pruned is not None and pruned.tags.get("rank_sweep.sweep_id") == self.sweep.sweep_id:
+            return pruned
+        return None
 
     def _open_trial(self) -> None:
         from rank_sweep.prune.study import make_pruner
@@ -102,6 +121,8 @@ class Reporter:
             self.sweep.parent_run_id,
             {"rank_sweep.sweep_id": self.sweep.sweep_id},
         )
+        if not self._job_owns_trial():
+            return
         self._open_trial()
         value = self.reused.metrics.get(objective_key(self.cfg))
         if self.reused.status == "completed" and value is not None:
@@ -186,6 +207,8 @@ class Reporter:
                 self.trial.complete(objective)
             elif status == "pruned":
                 self.trial.prune()
+            elif status == "paused":
+                pass  # the trial stays RUNNING until the job resumes or is pruned
             else:
                 self.trial.fail(error or "no objective")
         if self.tracker is not None:

@@ -177,6 +177,16 @@ def _run(
         hooks=hooks,
         dist=dist_ctx,
     )
+    if not result.stopped_early:  # rung record (paired per-item val loss) for the sweeper
+        from rank_sweep.prune.rung import record_rung
+
+        record_rung(cfg, sdir, model, val_pre, result.steps_done, history, final=not result.paused,
+                    forward_fn=forward_batch, shift=float(cfg.train.shift or cfg.model.flow_shift),
+                    dist_ctx=dist_ctx)  # fmt: skip
+    if result.paused:  # the sweeper decides; a survivor is relaunched and resumes
+        reporter.finish("paused", None)
+        log.info("job paused at step %d of %d for the sweeper", result.steps_done, cfg.train.steps)
+        return JobOutcome("paused", None, {"steps": result.steps_done, "status": "paused"})
     status = "pruned" if result.stopped_early else "completed"
     objective = history[-1].get(key) if history else None
     summary = {

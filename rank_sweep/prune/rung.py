@@ -170,6 +170,41 @@ def write_rung(
     return path
 
 
+def record_rung(
+    cfg: DictConfig,
+    state_dir: Path,
+    model: torch.nn.Module,
+    val_set: Any,
+    step: int,
+    history: Sequence[Mapping[str, float]],
+    *,
+    final: bool,
+    forward_fn: Any,
+    shift: float,
+    dist_ctx: Any = None,
+) -> Path:
+    """The job's side of a rung: per-item validation losses of `model` at `step`, written
+    by the main rank. Every rank calls it (a sharded forward needs all of them); a rerun
+    that finds the record already written computes nothing."""
+    from rank_sweep.train.dist import any_rank
+    from rank_sweep.train.loop import amp_dtype_for
+
+    is_main = dist_ctx is None or dist_ctx.is_main
+    path = record_file(state_dir, step)
+    if any_rank(is_main and path.exists(), dist_ctx):
+        return path
+    p = next(iter(model.parameters()))
+    amp = amp_dtype_for(str(cfg.train.mixed_precision), p.device)
+    rank = getattr(dist_ctx, "rank", 0) if dist_ctx is not None else 0
+    world = getattr(dist_ctx, "world_size", 1) if dist_ctx is not None else 1
+    items = per_item_val_losses(
+        model, val_set, forward_fn, cfg.train, shift, p.device, amp, rank, world
+    )
+    if is_main:
+        write_rung(cfg, state_dir, step, {"val_loss": items}, history, final)
+    return path
+
+
 # -- the sweeper's protocol for rank_sweep jobs ---------------------------------------------
 @dataclass(frozen=True)
 class ArmInfo:

@@ -15,7 +15,7 @@ TAG_FINGERPRINT = "rank_sweep.fingerprint"
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own tag: the UI nests children under it
 
 FINAL_STATUSES = ("completed", "pruned", "failed")
-ALL_STATUSES = (*FINAL_STATUSES, "running")
+ALL_STATUSES = (*FINAL_STATUSES, "running", "paused")
 
 
 @dataclass

@@ -38,7 +38,8 @@ MAX_TAG_VAL_LENGTH = 8000
 _PARAMS_PER_BATCH = 100
 _METRICS_PER_BATCH = 1000
 
-_MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+# paused: stopped at a rung, waiting for the sweeper; the same run is reopened on resume.
+_MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED", "paused": "FINISHED"}
 
 
 def truncate(value: str, limit: int) -> str:
