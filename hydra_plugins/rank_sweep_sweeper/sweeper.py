@@ -130,7 +130,9 @@ class RankSweepSweeper(Sweeper):
         assert self.hydra_context is not None and self.config is not None
         by_fp: dict[str, Arm] = {}
         for job in jobs:
-            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            full = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            # The job's own keys only: hydra.job.* is not filled in until the launch.
+            cfg = OmegaConf.masked_copy(full, [k for k in full if k != "hydra"])
             info = proto.describe(cfg)
             arm = by_fp.get(info.fingerprint)
             if arm is None:
