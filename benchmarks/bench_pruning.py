@@ -16,6 +16,7 @@ and, for one seed, whether the decisions are identical with the rank list revers
 under the joblib launcher (n_jobs=2), each again from fresh state.
 
     python benchmarks/bench_pruning.py [--seeds 0 1 2 3 4] [--ranks 4,8,16,32,64] [--steps 24]
+        [--override eval.num_fake=4 ...]
 """
 
 from __future__ import annotations
@@ -41,14 +42,16 @@ class SweepResult:
 
 
 def run_sweep(work: Path, name: str, args: argparse.Namespace, *extra: str) -> SweepResult:
+    """One sweep from fresh job state and its own MLflow store (so no finished run of
+    another sweep is reused: every step counted here was trained by this sweep)."""
     cmd = [
         sys.executable, "-m", "rank_sweep", "-m", f"lora.rank={args.ranks}",
         f"train.steps={args.steps}", f"eval.every={args.steps}", f"train.checkpoint_every={args.steps}",
         f"train.val_clips={args.val_clips}", f"prune.eta={args.eta}",
         f"prune.rungs=[{','.join(str(r) for r in args.rungs)}]", "track.system_metrics=false",
-        "track.log_artifacts=false", f"track.uri=sqlite:///{work}/mlflow.db",
+        "track.log_artifacts=false", f"track.uri=sqlite:///{work}/mlflow-{name}.db",
         f"prune.storage=sqlite:///{work}/optuna.db", f"hydra.sweep.dir={work}/multirun/{name}",
-        f"state_dir={work}/jobs/{name}", f"sweep_name=bench-{name}", *extra,
+        f"state_dir={work}/jobs/{name}", f"sweep_name=bench-{name}", *args.override, *extra,
     ]  # fmt: skip
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -83,6 +86,7 @@ def main() -> None:
     ap.add_argument(
         "--order-seed", type=int, default=None, help="seed for the order/launcher check"
     )
+    ap.add_argument("--override", nargs="*", default=[], help="more overrides for every sweep")
     ap.add_argument("--work", type=Path, default=None, help="keep everything here (default: temp)")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")

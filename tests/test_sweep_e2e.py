@@ -98,9 +98,13 @@ def test_sweep_basic_parent_children_and_trials(stores) -> None:
         assert tags["rank_sweep.method"] == "lora" and tags["rank_sweep.lora_rank"] in ("4", "8")
         assert tags["rank_sweep.status"] in ("completed", "pruned")
         assert tags["rank_sweep.sweep_id"] == parent.data.tags["rank_sweep.sweep_id"]
-        hist = MlflowClient(stores["mlflow"]).get_metric_history(run.info.run_id, "fvd/synthetic")
+        # a rank pruned at the first rung (step 1) stopped before the first eval (step 2)
+        done = tags["rank_sweep.status"] == "completed"
+        key = "fvd/synthetic" if done else "train/loss"
+        hist = MlflowClient(stores["mlflow"]).get_metric_history(run.info.run_id, key)
         assert len(hist) >= 1
-        assert "model/trainable_params" in run.data.metrics and "kid/synthetic" in run.data.metrics
+        assert "model/trainable_params" in run.data.metrics
+        assert "kid/synthetic" in run.data.metrics or not done
     study = optuna.load_study(
         study_name=parent.data.tags["rank_sweep.sweep_id"], storage=stores["optuna"]
     )
