@@ -117,12 +117,12 @@ def test_sweep_basic_parent_children_and_trials(stores) -> None:
 
 
 def test_rerunning_a_finished_sweep_reuses_every_job(stores) -> None:
-    before = len(runs_of(stores, "basic")[1])
+    _, children = runs_of(stores, "basic")
     proc = cli(stores, "-m", "sweep_name=basic", "lora.rank=4,8")
-    assert len(runs_of(stores, "basic")[1]) == before
-    # every rung of every arm has its record: the sweeper launches nothing
-    assert "launching" not in proc.stdout + proc.stderr
-    assert (proc.stdout + proc.stderr).count("nothing to train") >= 1
+    assert len(runs_of(stores, "basic")[1]) == len(children)
+    # pruned ranks are not relaunched (their rung records exist); finished ones are reused
+    done = sum(r.data.tags["rank_sweep.status"] == "completed" for r in children)
+    assert (proc.stdout + proc.stderr).count("reusing finished run") == done
 
 
 def test_sweep_joblib_two_parallel_jobs_one_sqlite_store(stores) -> None:
@@ -141,7 +141,8 @@ def test_sweep_joblib_two_parallel_jobs_one_sqlite_store(stores) -> None:
         assert run.data.tags["rank_sweep.status"] in ("completed", "pruned")
         losses = client.get_metric_history(run.info.run_id, "train/loss")
         steps = [m.step for m in losses]
-        assert len(steps) == len(set(steps)) and len(steps) >= 2
+        done = run.data.tags["rank_sweep.status"] == "completed"
+        assert len(steps) == len(set(steps)) and len(steps) >= (4 if done else 1)
 
 
 def test_failing_job_leaves_the_others_running(stores) -> None:

@@ -267,10 +267,12 @@ class _Halving:
             last = k == len(steps) - 1
             if len(alive) <= 1 and not last:
                 continue  # nothing left to rank: straight to the full budget
-            todo = [a for a in alive if self._record(a, step) is None]
+            # An arm with its record at this rung is not relaunched (a rerun trains nothing),
+            # except at the end: a finished job launched again returns at once, reusing its
+            # run, and so appears in this sweep's tracking as well.
+            todo = [a for a in alive if last or self._record(a, step) is None]
             batch = [a.overrides + ([] if last else [self.proto.stop_override(step)]) for a in todo]
-            base = [b for b in pending if self._record(b, self.proto.budget(b.cfg)) is None]
-            batch += [b.overrides for b in base]
+            batch += [b.overrides for b in pending]
             pending = []
             if batch:
                 log.info("rung %d (step %d): %d arm(s) to train, %d with records", k, step,

@@ -260,7 +260,7 @@ def on_decision(ctx: Any, decision: Any, arms: Mapping[str, DictConfig], log_doc
         return
     from mlflow.tracking import MlflowClient
 
-    from rank_sweep.track.runs import TAG_STATUS
+    from rank_sweep.track.runs import TAG_STATUS, TAG_SWEEP_ID, copy_run, end_run
 
     client = MlflowClient(ctx.tracking_uri)
     for key in decision.pruned:
@@ -268,10 +268,17 @@ def on_decision(ctx: Any, decision: Any, arms: Mapping[str, DictConfig], log_doc
         if run_id is None:
             log.warning("arm %s has no MLflow run to tag as pruned", key)
             continue
-        client.set_tag(run_id, TAG_STATUS, "pruned")
-        client.set_tag(run_id, "rank_sweep.pruned_step", str(decision.step))
-        client.set_tag(run_id, "rank_sweep.reason", decision.arms[key].reason[:5000])
-        client.set_terminated(run_id, "KILLED")
+        tags = {
+            TAG_STATUS: "pruned",
+            "rank_sweep.pruned_step": str(decision.step),
+            "rank_sweep.reason": decision.arms[key].reason[:5000],
+            TAG_SWEEP_ID: ctx.sweep_id,
+        }
+        if client.get_run(run_id).data.tags.get(TAG_SWEEP_ID) != ctx.sweep_id and ctx.parent_run_id:
+            # its rung was trained by another sweep (records reused): copy it under this one
+            copy_run(ctx.tracking_uri, run_id, ctx.parent_run_id, tags)
+        else:
+            end_run(ctx.tracking_uri, run_id, tags, "KILLED")
     if ctx.parent_run_id:
         client.log_dict(ctx.parent_run_id, log_doc, "decisions.json")
 
