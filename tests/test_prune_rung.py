@@ -95,7 +95,7 @@ def test_stop_knob_and_prune_settings_are_not_in_the_fingerprint(compose) -> Non
     assert fingerprint(compose(["lora.rank=8", "train.steps=48"])) != base
 
 
-def test_default_config_uses_the_sweeper_and_sha(compose) -> None:
+def test_default_config_prunes_with_sha(compose) -> None:
     cfg = compose(["lora.rank=8"])
     s = PruneSettings.from_cfg(cfg.prune)
     assert s.pruner == "sha" and s.synchronous and s.rungs == (0.25, 0.5, 1.0)
