@@ -8,7 +8,6 @@ import math
 import pytest
 
 from rank_sweep.job.identity import JobIdentity
-from rank_sweep.sweep.jobs import distinct_jobs
 from rank_sweep.track import contract as C
 
 
@@ -60,18 +59,6 @@ def test_fingerprint_ignores_where_and_how_it_is_tracked(compose) -> None:
     assert JobIdentity.from_config(same).fingerprint == base
     assert JobIdentity.from_config(compose(["lora.rank=16"])).fingerprint != base
     assert JobIdentity.from_config(compose(["lora.rank=8", "train.seed=1"])).fingerprint != base
-
-
-def test_lora_and_full_sweep_has_one_full_job(compose) -> None:
-    from rank_sweep.config.preflight import expand_jobs
-    from rank_sweep.job.identity import fingerprint
-
-    jobs = list(expand_jobs(["finetune=lora,full", "lora.rank=4,8,16"], multirun=True))
-    assert len(jobs) == 6
-    out = distinct_jobs(jobs, lambda job: fingerprint(compose(job)))
-    assert len(out.kept) == 4 and len(out.dropped) == 2
-    assert sum("finetune=full" in job for job in out.kept) == 1
-    assert all("finetune=full" in job and "finetune=full" in same for job, same in out.dropped)
 
 
 def test_identity_of_a_job_does_not_depend_on_where_it_runs(cfg, cfg_global, tmp_path) -> None:

@@ -171,6 +171,7 @@ def test_real_multirun_uses_callback(tmp_path: Path, stores: dict) -> None:
         str(app),
         "-m",
         "lora.rank=4,8",
+        "prune=asha",  # this app asks Optuna itself (the asynchronous path)
         "sweep_name=real",
         f"track.uri={uri}",
         f"prune.storage={storage}",

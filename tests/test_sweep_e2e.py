@@ -99,9 +99,13 @@ def test_sweep_basic_parent_children_and_trials(stores) -> None:
         assert tags[C.TAG_METHOD] == "lora" and tags[C.TAG_LORA_RANK] in ("4", "8")
         assert tags[C.TAG_STATUS] in ("completed", "pruned")
         assert tags[C.TAG_SWEEP_ID] == parent.data.tags[C.TAG_SWEEP_ID]
-        hist = MlflowClient(stores["mlflow"]).get_metric_history(run.info.run_id, "fvd/synthetic")
+        # a rank pruned at the first rung (step 1) stopped before the first eval (step 2)
+        done = tags[C.TAG_STATUS] == "completed"
+        key = "fvd/synthetic" if done else "train/loss"
+        hist = MlflowClient(stores["mlflow"]).get_metric_history(run.info.run_id, key)
         assert len(hist) >= 1
-        assert "model/trainable_params" in run.data.metrics and "kid/synthetic" in run.data.metrics
+        assert "model/trainable_params" in run.data.metrics
+        assert "kid/synthetic" in run.data.metrics or not done
     study = optuna.load_study(study_name=parent.data.tags[C.TAG_SWEEP_ID], storage=stores["optuna"])
     states = sorted(t.state.name for t in study.trials)
     expected = sorted(
@@ -111,10 +115,12 @@ def test_sweep_basic_parent_children_and_trials(stores) -> None:
 
 
 def test_rerunning_a_finished_sweep_reuses_every_job(stores) -> None:
-    before = len(runs_of(stores, "basic")[1])
+    _, children = runs_of(stores, "basic")
     proc = cli(stores, "-m", "sweep_name=basic", "lora.rank=4,8")
-    assert len(runs_of(stores, "basic")[1]) == before
-    assert (proc.stdout + proc.stderr).count("reusing finished run") == 2
+    assert len(runs_of(stores, "basic")[1]) == len(children)
+    # pruned ranks are not relaunched (their rung records exist); finished ones are reused
+    done = sum(r.data.tags[C.TAG_STATUS] == "completed" for r in children)
+    assert (proc.stdout + proc.stderr).count("reusing finished run") == done
 
 
 def test_sweep_joblib_two_parallel_jobs_one_sqlite_store(stores) -> None:
@@ -133,7 +139,8 @@ def test_sweep_joblib_two_parallel_jobs_one_sqlite_store(stores) -> None:
         assert run.data.tags[C.TAG_STATUS] in ("completed", "pruned")
         losses = client.get_metric_history(run.info.run_id, "train/loss")
         steps = [m.step for m in losses]
-        assert len(steps) == len(set(steps)) and len(steps) >= 2
+        done = run.data.tags[C.TAG_STATUS] == "completed"
+        assert len(steps) == len(set(steps)) and len(steps) >= (4 if done else 1)
 
 
 def test_failing_job_leaves_the_others_running(stores) -> None:
@@ -250,7 +257,7 @@ def aggressive(stores) -> subprocess.CompletedProcess:
     """A sweep with an aggressive ASHA and the full baseline asked for four times."""
     return cli(
         stores, "-m", "sweep_name=aggressive", "finetune=full,lora", "lora.rank=4,8,16,32",
-        "eval.every=1", "prune.min_resource=1", "prune.reduction_factor=4",
+        "eval.every=1", "prune=asha", "prune.min_resource=1", "prune.reduction_factor=4",
     )  # fmt: skip
 
 
@@ -258,9 +265,8 @@ def test_aggressive_asha_prunes_and_full_runs_once(stores, aggressive) -> None:
     proc = aggressive
     parent, children = runs_of(stores, "aggressive")
     methods = sorted(r.data.tags[C.TAG_METHOD] for r in children)
-    assert methods == ["full", "lora", "lora", "lora", "lora"]  # full launched once
-    out = proc.stdout + proc.stderr
-    assert "8 job configs, 5 distinct" in out and "Launching 5 jobs" in out
+    assert methods == ["full", "lora", "lora", "lora", "lora"]  # full once: one arm
+    assert "8 jobs are 5 distinct arms" in proc.stdout + proc.stderr
     status = {r.data.tags[C.TAG_LORA_RANK] or "full": r.data.tags[C.TAG_STATUS] for r in children}
     assert status["full"] == "completed"
     assert "pruned" in status.values(), status
@@ -296,15 +302,17 @@ def test_report_on_the_real_sweep_matches_mlflow(stores, aggressive, tmp_path: P
 def test_demo_sweep_holds_what_make_demo_promises(stores) -> None:
     """`make demo` at test size: one parent, 5 ranks + full as children, each with fvd/kid
     at >= 2 eval steps and a status tag, and Optuna trial states matching those tags."""
-    cli(stores, "-m", "+experiment=demo", "sweep_name=demo_check")
+    # test-size rungs at steps 2 and 4 (evals at 2 and 4): a pruned rank has its rung eval
+    cli(stores, "-m", "+experiment=demo", "sweep_name=demo_check", "prune.rungs=[0.5,1.0]")
     parent, children = runs_of(stores, "demo_check")
     assert sorted(r.data.tags[C.TAG_LORA_RANK] or "full" for r in children) == sorted(
         ["4", "8", "16", "32", "64", "full"]
     )
     client = MlflowClient(stores["mlflow"])
     for run in children:
+        evals = 2 if run.data.tags[C.TAG_STATUS] == "completed" else 1
         for key in ("fvd/synthetic", "kid/synthetic"):
-            assert len(client.get_metric_history(run.info.run_id, key)) >= 2, (
+            assert len(client.get_metric_history(run.info.run_id, key)) >= evals, (
                 run.info.run_name,
                 key,
             )

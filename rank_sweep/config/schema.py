@@ -105,6 +105,9 @@ class TrainConfig:
     val_clips: int = 4  # held-out clips for the validation loss
     val_quantiles: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
     val_every: int = 0  # 0 = only at eval steps and the end
+    # Pause knob: stop at this step with a checkpoint (the sweeper's rungs set it); the LR
+    # schedule still comes from `steps`. Not part of the job fingerprint.
+    stop_at: Optional[int] = None
 
 
 @dataclass
@@ -157,7 +160,12 @@ class TrackConfig:
 
 @dataclass
 class PruneConfig:
-    pruner: str = "asha"  # asha | median | none
+    pruner: str = "sha"  # sha (synchronous, by the sweeper) | none | asha | median (async)
+    rungs: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0])  # sha: of train.steps
+    eta: int = 2  # sha: keep the top ceil(n/eta) arms per rung (plus arms tied with the best)
+    delta_min: float = 0.0  # sha: an arm within delta_min of the best is never pruned
+    confidence: float = 0.95  # sha: level of the paired interval of arm - best
+    rung_metric: str = "val_loss"  # sha: per-item validation loss, or a logged eval metric
     metric: Optional[str] = None  # objective; null = fvd/<data.name> (minimized)
     storage: Optional[str] = None  # null = sqlite:///<repo>/optuna.db; journal:///path; any RDB URL
     min_resource: int = 1  # evals before ASHA may prune (explicit: "auto" needs finished trials)

@@ -127,5 +127,14 @@ def validate(cfg: DictConfig) -> None:
         raise _bad("eval.num_fake", cfg.eval.num_fake, ">= 2 clips each side (covariances)")
 
     _choice(cfg, "prune.pruner", PRUNERS)
+    if cfg.train.get("stop_at") is not None:
+        _int_range(cfg, "train.stop_at", 1, int(cfg.train.steps))
+    if cfg.prune.pruner == "sha":
+        from rank_sweep.prune.schedule import PruneSettings
+
+        try:
+            PruneSettings.from_cfg(cfg.prune)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     _int_range(cfg, "prune.min_resource", 1)
     _int_range(cfg, "prune.reduction_factor", 2)

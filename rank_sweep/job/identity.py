@@ -2,9 +2,10 @@
 made once from the config (`JobIdentity.from_config`) and passed along.
 
 The fingerprint hashes the effective config: keys that do not change what is trained or
-measured (tracking, sweep name, output dirs) are left out; for full fine-tuning the LoRA
-and pruning settings are irrelevant too, so `-m finetune=lora,full lora.rank=4,8` names
-the full baseline once.
+measured (tracking, sweep name, output dirs) are left out, and so are the pruning settings
+and the pause knob `train.stop_at`: a job paused at a rung and resumed is the same job as
+one trained straight through. For full fine-tuning the LoRA settings are irrelevant too,
+so `-m finetune=lora,full lora.rank=4,8` names the full baseline once.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     kept = OmegaConf.masked_copy(cfg, [k for k in cfg if k not in _IGNORED_TOP])
     data = OmegaConf.to_container(kept, resolve=True)
     assert isinstance(data, dict)
-    data.get("prune", {}).pop("storage", None)  # where Optuna keeps trials, like track.*
+    data.pop("prune", None)  # the sweeper's business, not the job's
+    data.get("train", {}).pop("stop_at", None)  # pausing is not a different run
     for group, key in _IGNORED_NESTED:
         data.get(group, {}).pop(key, None)
     if data["finetune"]["method"] == "full":
         data.pop("lora", None)
-        data.pop("prune", None)  # the baseline is never pruned
     return data
 
 

@@ -71,11 +71,18 @@ class Reporter:
                 system_metrics=bool(cfg.track.system_metrics),
             )
             self._save_ids(run_id=run_id)
-        if self.sweep is not None:
+        if self.sweep is not None and self._job_owns_trial():
             self._open_trial()
 
     def _sweep_id(self) -> str | None:
         return getattr(self.sweep, "sweep_id", None)
+
+    def _job_owns_trial(self) -> bool:
+        """Under prune=sha/none the sweeper owns the Optuna trials; jobs only under the
+        asynchronous pruners (asha, median), which each job asks itself."""
+        from rank_sweep.prune.schedule import SYNC_PRUNERS
+
+        return self.cfg.prune.pruner not in SYNC_PRUNERS
 
     def _open_trial(self) -> None:
         from rank_sweep.prune.study import make_pruner
@@ -101,6 +108,8 @@ class Reporter:
         copy_run(
             uri, self.reused.run_id, self.sweep.parent_run_id, {C.TAG_SWEEP_ID: self.sweep.sweep_id}
         )
+        if not self._job_owns_trial():
+            return
         self._open_trial()
         value = self.reused_objective()
         if self.reused.status in C.REUSABLE_STATUSES and value is not None:
@@ -177,6 +186,8 @@ class Reporter:
                 self.trial.complete(objective)
             elif status == C.PRUNED:
                 self.trial.prune()
+            elif status == C.PAUSED:
+                pass  # the trial stays RUNNING until the job resumes or is pruned
             else:
                 self.trial.fail(error or "no objective")
         if self.tracker is not None:

@@ -268,6 +268,19 @@ class JobRunner:
             dist=self.dist_ctx,
             memory=self.memory,
         )
+        shift = float(cfg.train.shift or cfg.model.flow_shift)
+        if not result.stopped_early:  # rung record (paired per-item val loss) for the sweeper
+            from rank_sweep.prune.rung import record_rung
+
+            record_rung(cfg, self.state_dir, self.model, self.val_pre, result.steps_done,
+                        rec.history, final=not result.paused, forward_fn=forward_batch,
+                        shift=shift, dist_ctx=self.dist_ctx)  # fmt: skip
+        if result.paused:  # the sweeper decides; a survivor is relaunched and resumes
+            self.reporter.finish(C.PAUSED, None)
+            log.info(
+                "job paused at step %d of %d for the sweeper", result.steps_done, cfg.train.steps
+            )
+            return JobOutcome(C.PAUSED, None, {"steps": result.steps_done, "status": C.PAUSED})
         status = C.PRUNED if result.stopped_early else C.COMPLETED
         summary = {
             **self.identity.summary(),

@@ -13,17 +13,20 @@ from typing import Any
 import optuna
 
 from rank_sweep.paths import optuna_storage
+from rank_sweep.prune.decide import Decision
+from rank_sweep.prune.schedule import ALL_PRUNERS
 from rank_sweep.track.store import enable_wal, sqlite_path
 
 log = logging.getLogger(__name__)
 
-PRUNERS = ("asha", "median", "none")
+PRUNERS = ALL_PRUNERS
 SQLITE_TIMEOUT_S = 60  # busy wait before "database is locked"; parallel jobs write briefly
 
 
 def make_pruner(prune_cfg: Any) -> optuna.pruners.BasePruner:
     """asha -> SuccessiveHalving (async: prunes while trials run in parallel),
-    median -> MedianPruner (only compares against completed trials), none -> NopPruner."""
+    median -> MedianPruner (only compares against completed trials), none and sha ->
+    NopPruner (under `sha` the project's sweeper decides, never a job)."""
     name = prune_cfg.pruner
     if name == "asha":
         return optuna.pruners.SuccessiveHalvingPruner(
@@ -36,7 +39,7 @@ def make_pruner(prune_cfg: Any) -> optuna.pruners.BasePruner:
             n_startup_trials=int(prune_cfg.n_startup_trials),
             n_warmup_steps=int(prune_cfg.n_warmup_steps),
         )
-    if name == "none":
+    if name in ("none", "sha"):
         return optuna.pruners.NopPruner()
     raise ValueError(f"prune.pruner={name!r} not allowed; use one of {' | '.join(PRUNERS)}")
 
@@ -110,3 +113,23 @@ def open_study(
             f"Optuna study {study_name!r} exists but maximizes; the objective is minimized"
         )
     return study
+
+
+# -- decisions of the synchronous sweeper, stored with the study -----------------------------
+DECISION_ATTR = "rank_sweep.decision.rung{}"
+FINAL_ATTR = "rank_sweep.final"
+
+
+def store_decision(study: optuna.Study, decision: Decision) -> None:
+    """Keep a rung decision in the study (user attr), where a rerun finds and replays it."""
+    study.set_user_attr(DECISION_ATTR.format(decision.rung), decision.to_dict())
+
+
+def stored_decisions(study: optuna.Study) -> dict[int, Decision]:
+    prefix = DECISION_ATTR.format("")
+    out = {}
+    for key, value in study.user_attrs.items():
+        if key.startswith(prefix):
+            d = Decision.from_dict(value)
+            out[d.rung] = d
+    return out

@@ -85,23 +85,7 @@ class JobTrial:
             log.info("re-attached to running Optuna trial %d of %s", number, study_name)
             return cls(study, optuna.Trial(study, trial_id), prunable, fingerprint, True)
 
-        trial_id = storage.create_new_trial(study_id)
-        # Optuna's enqueue_trial fixes params the same way; enqueue itself would let a
-        # parallel job pop our waiting trial.
-        storage.set_trial_system_attr(trial_id, "fixed_params", dict(params))
-        storage.set_trial_user_attr(trial_id, FINGERPRINT_ATTR, fingerprint)
-        storage.set_trial_user_attr(trial_id, "prunable", bool(prunable))
-        trial = optuna.Trial(study, trial_id)
-        for name, value in params.items():
-            dist = fixed_distribution(name, value)
-            if dist is None:
-                trial.set_user_attr(name, value)
-            elif isinstance(dist, CategoricalDistribution):
-                trial.suggest_categorical(name, dist.choices)
-            elif isinstance(dist, IntDistribution):
-                trial.suggest_int(name, dist.low, dist.high)
-            else:
-                trial.suggest_float(name, dist.low, dist.high)
+        trial = _create_trial(study, params, fingerprint, prunable)
         log.info("opened Optuna trial %d of %s with %s", trial.number, study_name, params)
         return cls(study, trial, prunable, fingerprint, False)
 
@@ -137,3 +121,71 @@ class JobTrial:
     def fail(self, error: str) -> None:
         self.trial.set_user_attr("error", error[:1000])
         self.study.tell(self.number, state=TrialState.FAIL)
+
+
+def _create_trial(
+    study: optuna.Study, params: dict[str, Any], fingerprint: str, prunable: bool
+) -> optuna.Trial:
+    """A RUNNING trial whose params are fixed to `params` (not sampled)."""
+    storage = study._storage  # the study's own (cached) storage must do the writes
+    trial_id = storage.create_new_trial(study._study_id)
+    # Optuna's enqueue_trial fixes params the same way; enqueue itself would let a
+    # parallel job pop our waiting trial.
+    storage.set_trial_system_attr(trial_id, "fixed_params", dict(params))
+    storage.set_trial_user_attr(trial_id, FINGERPRINT_ATTR, fingerprint)
+    storage.set_trial_user_attr(trial_id, "prunable", bool(prunable))
+    trial = optuna.Trial(study, trial_id)
+    for name, value in params.items():
+        dist = fixed_distribution(name, value)
+        if dist is None:
+            trial.set_user_attr(name, value)
+        elif isinstance(dist, CategoricalDistribution):
+            trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, IntDistribution):
+            trial.suggest_int(name, dist.low, dist.high)
+        else:
+            trial.suggest_float(name, dist.low, dist.high)
+    return trial
+
+
+@dataclass
+class ArmTrials:
+    """The synchronous sweeper's trials: one per arm, owned by the sweeper (jobs do not
+    open trials under `sha`/`none`). Found again on a rerun by the arm's fingerprint."""
+
+    study: optuna.Study
+
+    def ensure(self, key: str, params: dict[str, Any], fingerprint: str, prunable: bool) -> int:
+        for t in self.study.get_trials(deepcopy=False):
+            if t.user_attrs.get(FINGERPRINT_ATTR) == fingerprint and t.user_attrs.get("arm") == key:
+                return t.number
+        trial = _create_trial(self.study, params, fingerprint, prunable)
+        trial.set_user_attr("arm", key)
+        return trial.number
+
+    def _frozen(self, number: int) -> optuna.trial.FrozenTrial:
+        return self.study.get_trials(deepcopy=False)[number]
+
+    def report(self, number: int, step: int, value: float) -> None:
+        """The rung value as an intermediate value at its training step (once)."""
+        t = self._frozen(number)
+        if t.state != TrialState.RUNNING or int(step) in t.intermediate_values:
+            return
+        storage = self.study._storage
+        storage.set_trial_intermediate_value(t._trial_id, int(step), float(value))
+
+    def prune(self, number: int, reason: str) -> None:
+        t = self._frozen(number)
+        if t.state == TrialState.RUNNING:
+            self.study._storage.set_trial_user_attr(t._trial_id, "pruned_reason", reason[:1000])
+            self.study.tell(number, state=TrialState.PRUNED)
+
+    def complete(self, number: int, value: float) -> None:
+        if self._frozen(number).state == TrialState.RUNNING:
+            self.study.tell(number, float(value))
+
+    def fail(self, number: int, error: str) -> None:
+        t = self._frozen(number)
+        if t.state == TrialState.RUNNING:
+            self.study._storage.set_trial_user_attr(t._trial_id, "error", error[:1000])
+            self.study.tell(number, state=TrialState.FAIL)

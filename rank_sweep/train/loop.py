@@ -12,6 +12,11 @@ over timed steps (warm-up excluded; evaluations never fall inside a step's timin
 
 `train.checkpoint_every <= 0` writes no checkpoint at all (benchmarks); the job then
 cannot resume and a rerun starts over.
+
+`train.stop_at = S` pauses: after step S the loop checkpoints (always, whatever
+checkpoint_every says) and returns with `paused=True`; the LR schedule is built from
+`train.steps` and the pause is not recorded in the checkpoint, so resuming with a later
+stop_at (or none) is bitwise the run that never paused.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class TrainResult:
     step_time_p90_s: float = 0.0
     step_time_n: int = 0
     mem_method: str = ""
+    paused: bool = False  # stopped at train.stop_at with a checkpoint, to be resumed
 
 
 @dataclass
@@ -227,7 +233,10 @@ def train(
         betas=tuple(float(b) for b in cfg.betas),
         weight_decay=float(cfg.weight_decay),
     )
-    total = int(cfg.steps)
+    total = int(cfg.steps)  # the schedule's length: never the pause step
+    stop_at = int(getattr(cfg, "stop_at", None) or 0)
+    if stop_at >= total:
+        stop_at = 0  # stopping at the end is just finishing
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt,
         partial(
@@ -255,6 +264,8 @@ def train(
         )
         if prog.step >= total or prog.stopped_early:
             return _result(prog)
+        if stop_at and prog.step >= stop_at:  # a rerun of a finished rung: nothing to train
+            return _paused(prog)
 
     def checkpoint(step: int) -> None:
         extra = hooks.get_extra() if hooks.get_extra is not None else {}
@@ -326,12 +337,22 @@ def train(
             if is_eval and hooks.on_eval is not None:
                 stop = any_rank(bool(hooks.on_eval(step, val_loss)), ctx) and not final
             prog.stopped_early = stop
+            pause = step == stop_at and not stop
             every = int(cfg.checkpoint_every)
-            if every > 0 and (stop or final or step % every == 0):
+            if pause or (every > 0 and (stop or final or step % every == 0)):
                 checkpoint(step)
             if stop:
                 log.info("stopped early at step %d by on_eval", step)
                 break
+            if pause:
+                log.info("paused at step %d of %d (train.stop_at)", step, total)
+                return _paused(prog)
     finally:
         bar.close()
     return _result(prog)
+
+
+def _paused(p: _Progress) -> TrainResult:
+    r = _result(p)
+    r.paused = True
+    return r

@@ -1,0 +1,290 @@
+"""Rungs from the job's side, and the sweeper's view of a rank_sweep job.
+
+Job side: a job launched with `train.stop_at=S` trains to step S (the LR schedule still
+comes from `train.steps`), checkpoints and stops; `write_rung` then stores the rung
+metric, per item, as `<state dir>/rungs/step<S>.json`. The completed job writes the same
+record at its final step. The state dir is keyed by the job fingerprint (which leaves out
+the stop knob and the prune settings), so a rerun finds the record and the checkpoint.
+
+Items of the default rung metric (`val_loss`) are (validation clip, sigma quantile)
+pairs with noise fixed per pair by `train.seed`: every arm sees the same items, noise and
+timesteps, so arm-vs-arm differences are paired item by item. Their mean is exactly
+`rank_sweep.train.steps.validation_loss`.
+
+Sweeper side (the protocol the Hydra sweeper plugin calls, see
+`hydra_plugins/rank_sweep_sweeper`): `describe`, `record_path`, `budget`,
+`stop_override`, `on_decision`, `on_final`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as tdist
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+RUNGS_DIR = "rungs"
+STOP_KEY = "train.stop_at"
+
+
+@dataclass
+class RungRecord:
+    arm: str
+    step: int
+    final: bool  # True: the job completed its budget at this step
+    items: dict[str, list[float]]  # metric name -> per-item values (paired across arms)
+    scalars: dict[str, float] = field(default_factory=dict)  # e.g. light FVD at this step
+
+    def values(self, metric: str) -> list[float]:
+        """Per-item values of `metric`; a scalar metric is one item."""
+        if metric in self.items:
+            return list(self.items[metric])
+        if metric in self.scalars:
+            return [float(self.scalars[metric])]
+        raise KeyError(
+            f"rung metric {metric!r} not recorded at step {self.step} of {self.arm} "
+            f"(have {sorted(self.items) + sorted(self.scalars)}); a scalar metric must be "
+            "evaluated at the rung step (eval.every dividing it)"
+        )
+
+
+def record_file(state_dir: Path, step: int) -> Path:
+    return Path(state_dir) / RUNGS_DIR / f"step{int(step):08d}.json"
+
+
+def write_record(path: Path, record: RungRecord) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(record)))
+    tmp.replace(path)  # atomic: the sweeper never reads half a record
+
+
+def read_record(path: Path) -> RungRecord | None:
+    if not Path(path).exists():
+        return None
+    return RungRecord(**json.loads(Path(path).read_text()))
+
+
+# -- the job side ----------------------------------------------------------------------------
+def per_item_val_losses(
+    model: torch.nn.Module,
+    val_set: Any,
+    forward_fn: Any,
+    cfg: Any,
+    shift: float,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    rank: int = 0,
+    world: int = 1,
+) -> list[float]:
+    """Flow loss of every (clip, sigma quantile) item of the validation set, item order
+    clip-major; the same items, noise and sigmas for every arm (seeded by train.seed)."""
+    from rank_sweep.train.flow import (
+        add_noise,
+        flow_loss,
+        flow_target,
+        shift_sigmas,
+        sigma_quantiles,
+        sigmas_to_timesteps,
+    )
+    from rank_sweep.train.steps import _VAL_SEED, collate, mix_seed, to_device
+
+    sig = shift_sigmas(
+        sigma_quantiles(
+            list(cfg.val_quantiles),
+            str(cfg.timestep_sampling),
+            float(cfg.logit_mean),
+            float(cfg.logit_std),
+        ),
+        shift,
+    ).tolist()
+    n, q = len(val_set), len(sig)
+    values = torch.zeros(n * q, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        # Every rank runs the same number of forwards (sharded models need all ranks).
+        for r in range(-(-n // world)):
+            i = r * world + rank
+            item = to_device(collate([val_set[min(i, n - 1)]]), device)
+            x0 = item["latents"].float()
+            for j, s in enumerate(sig):
+                g = torch.Generator().manual_seed(
+                    mix_seed(int(cfg.seed), _VAL_SEED, min(i, n - 1), j)
+                )
+                noise = torch.randn(x0.shape[1:], generator=g).unsqueeze(0).to(device)
+                sigma = torch.full((1,), s, device=device)
+                with (
+                    torch.no_grad(),
+                    torch.autocast(
+                        device.type,
+                        dtype=amp_dtype or torch.bfloat16,
+                        enabled=amp_dtype is not None,
+                    ),
+                ):
+                    pred = forward_fn(
+                        model, item, add_noise(x0, noise, sigma), sigmas_to_timesteps(sigma)
+                    )
+                if i < n:
+                    values[i * q + j] = flow_loss(pred, flow_target(x0, noise)).double()
+    finally:
+        model.train(was_training)
+    if world > 1:
+        tdist.all_reduce(values)  # each item was filled by exactly one rank
+    return values.cpu().tolist()
+
+
+def write_rung(
+    cfg: DictConfig,
+    state_dir: Path,
+    step: int,
+    items: Mapping[str, Sequence[float]],
+    history: Sequence[Mapping[str, float]],
+    final: bool,
+) -> Path:
+    """Store the rung record of this job at `step` (main rank only)."""
+    from rank_sweep.job.identity import job_label
+
+    scalars = {}
+    for h in history:  # metrics of an eval that happened at exactly this step
+        if int(h.get("step", -1)) == int(step):
+            scalars = {k: float(v) for k, v in h.items() if k != "step"}
+    record = RungRecord(
+        arm=job_label(cfg),
+        step=int(step),
+        final=bool(final),
+        items={k: [float(x) for x in v] for k, v in items.items()},
+        scalars=scalars,
+    )
+    path = record_file(state_dir, step)
+    write_record(path, record)
+    log.info("rung record at step %d (%s): %s", step, "final" if final else "paused", path)
+    return path
+
+
+def record_rung(
+    cfg: DictConfig,
+    state_dir: Path,
+    model: torch.nn.Module,
+    val_set: Any,
+    step: int,
+    history: Sequence[Mapping[str, float]],
+    *,
+    final: bool,
+    forward_fn: Any,
+    shift: float,
+    dist_ctx: Any = None,
+) -> Path:
+    """The job's side of a rung: per-item validation losses of `model` at `step`, written
+    by the main rank. Every rank calls it (a sharded forward needs all of them); a rerun
+    that finds the record already written computes nothing."""
+    from rank_sweep.train.dist import any_rank
+    from rank_sweep.train.loop import amp_dtype_for
+
+    is_main = dist_ctx is None or dist_ctx.is_main
+    path = record_file(state_dir, step)
+    if any_rank(is_main and path.exists(), dist_ctx):
+        return path
+    p = next(iter(model.parameters()))
+    amp = amp_dtype_for(str(cfg.train.mixed_precision), p.device)
+    rank = getattr(dist_ctx, "rank", 0) if dist_ctx is not None else 0
+    world = getattr(dist_ctx, "world_size", 1) if dist_ctx is not None else 1
+    items = per_item_val_losses(
+        model, val_set, forward_fn, cfg.train, shift, p.device, amp, rank, world
+    )
+    if is_main:
+        write_rung(cfg, state_dir, step, {"val_loss": items}, history, final)
+    return path
+
+
+# -- the sweeper's protocol for rank_sweep jobs ---------------------------------------------
+@dataclass(frozen=True)
+class ArmInfo:
+    label: str  # readable arm name: lora-r8, full
+    fingerprint: str  # job identity: same fingerprint = same job (deduplicated)
+    baseline: bool  # trained to the full budget, never ranked
+    trial_params: dict[str, Any]
+
+
+def describe(cfg: DictConfig) -> ArmInfo:
+    from rank_sweep.job.identity import fingerprint, job_label
+
+    is_lora = cfg.finetune.method == "lora"
+    return ArmInfo(
+        label=job_label(cfg),
+        fingerprint=fingerprint(cfg),
+        baseline=not is_lora,
+        trial_params={
+            "method": str(cfg.finetune.method),
+            "lora_rank": int(cfg.lora.rank) if is_lora else 0,
+        },
+    )
+
+
+def record_path(cfg: DictConfig, step: int) -> Path:
+    from rank_sweep.job.identity import state_dir
+
+    return record_file(state_dir(cfg), step)
+
+
+def budget(cfg: DictConfig) -> int:
+    return int(cfg.train.steps)
+
+
+def stop_override(step: int) -> str:
+    return f"{STOP_KEY}={int(step)}"
+
+
+def _child_run_id(cfg: DictConfig) -> str | None:
+    from rank_sweep.job.identity import state_dir
+
+    p = state_dir(cfg) / "run.json"
+    try:
+        return json.loads(p.read_text()).get("run_id") if p.exists() else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def on_decision(ctx: Any, decision: Any, arms: Mapping[str, DictConfig], log_doc: dict) -> None:
+    """MLflow: pruned children get status=pruned, pruned_step and reason (and end KILLED,
+    as a pruned run always did); the parent gets the decisions so far as decisions.json."""
+    if not getattr(ctx, "tracking_uri", None):
+        return
+    from mlflow.tracking import MlflowClient
+
+    from rank_sweep.track.runs import TAG_STATUS, TAG_SWEEP_ID, copy_run, end_run
+
+    client = MlflowClient(ctx.tracking_uri)
+    for key in decision.pruned:
+        run_id = _child_run_id(arms[key])
+        if run_id is None:
+            log.warning("arm %s has no MLflow run to tag as pruned", key)
+            continue
+        tags = {
+            TAG_STATUS: "pruned",
+            "rank_sweep.pruned_step": str(decision.step),
+            "rank_sweep.reason": decision.arms[key].reason[:5000],
+            TAG_SWEEP_ID: ctx.sweep_id,
+        }
+        if client.get_run(run_id).data.tags.get(TAG_SWEEP_ID) != ctx.sweep_id and ctx.parent_run_id:
+            # its rung was trained by another sweep (records reused): copy it under this one
+            copy_run(ctx.tracking_uri, run_id, ctx.parent_run_id, tags)
+        else:
+            end_run(ctx.tracking_uri, run_id, tags, "KILLED")
+    if ctx.parent_run_id:
+        client.log_dict(ctx.parent_run_id, log_doc, "decisions.json")
+
+
+def on_final(ctx: Any, arms: Mapping[str, DictConfig], log_doc: dict) -> None:
+    if getattr(ctx, "tracking_uri", None) and ctx.parent_run_id:
+        from mlflow.tracking import MlflowClient
+
+        MlflowClient(ctx.tracking_uri).log_dict(ctx.parent_run_id, log_doc, "decisions.json")
