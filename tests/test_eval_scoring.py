@@ -82,11 +82,12 @@ def test_score_and_stamp(eval_set, video_det) -> None:
     kw = dict(metrics=["fvd", "kid", "kvd"], kid_subsets=5, kid_subset_size=1000, seed=0)
     out = score(real, fake, **kw)
     assert set(out) == {"fvd", "kid", "kid_std", "kvd", "kvd_std", "kid_subset_size_used"}
-    assert out["fvd"] > 0 and out["kid_subset_size_used"] == 4 * n  # reduced: frames of n clips
+    assert out["fvd"] > 0 and out["kid_subset_size_used"] == n  # reduced: one frame per clip
     same = score(real, real, **kw)
     assert same["fvd"] < 1e-9
     boot = score(real, fake, **{**kw, "metrics": ["fvd", "kid"]}, bootstrap=20)
-    assert boot["fvd_ci_lo"] <= boot["fvd_ci_hi"] and boot["kid_ci_lo"] <= boot["kid_ci_hi"]
+    assert boot["fvd_ci_lo"] <= boot["fvd"] <= boot["fvd_ci_hi"]
+    assert boot["kid_ci_lo"] <= boot["kid"] <= boot["kid_ci_hi"]
     assert boot["fvd"] == out["fvd"]
     with pytest.raises(ValueError, match="allowed"):
         score(real, fake, **{**kw, "metrics": ["fid"]})
@@ -101,7 +102,9 @@ def test_score_and_stamp(eval_set, video_det) -> None:
     assert stamp["detector.pretrained"] == "false"
     assert stamp["detector.video.sha256"] == video_det.sha256
     assert stamp["detector.frame.size"] == "75"
-    assert stamp["eval.kid_subset_size"] == str(4 * n)
+    assert stamp["eval.kid_subset_size"] == str(n)
+    assert stamp["eval.cov_ddof"] == "0" and stamp["eval.tier"] == "final"
+    assert stamp["eval.kid_frame_rule"] == "one-random-frame-per-clip-per-subset"
     assert all(isinstance(v, str) for v in stamp.values())
     json.dumps(stamp)
 
