@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rank_sweep.eval.detectors.loaders import load_frame_detector, load_video_detector
+from rank_sweep.eval.metrics import KID_FRAME_RULE
 from rank_sweep.eval.real_stats import real_features, real_stats_key, real_stats_path
 from rank_sweep.eval.scoring import protocol_stamp, score
 
@@ -104,7 +105,7 @@ def test_score_and_stamp(eval_set, video_det) -> None:
     assert stamp["detector.frame.size"] == "75"
     assert stamp["eval.kid_subset_size"] == str(n)
     assert stamp["eval.cov_ddof"] == "0" and stamp["eval.tier"] == "final"
-    assert stamp["eval.kid_frame_rule"] == "one-random-frame-per-clip-per-subset"
+    assert stamp["eval.kid_frame_rule"] == KID_FRAME_RULE
     assert all(isinstance(v, str) for v in stamp.values())
     json.dumps(stamp)
 

@@ -70,7 +70,11 @@ class DataConfig:
     layout: str = "ucf101"  # ucf101 | kinetics400 | folder
     root: Optional[str] = None  # dataset root; null only for the synthetic set (cache dir)
     train_split: str = "train"  # ucf101: train|test; kinetics400: train|validate|test
-    eval_split: str = "test"
+    eval_split: str = "test"  # the final tier only; "<split>#val" = the carved slice
+    # Validation slice carved from train_split (loss, periodic metrics, pruning, selection):
+    # by group gXX (UCF-101), youtube id (Kinetics-400), file (folder); see data/splits.py.
+    val_fraction: float = 0.1
+    val_rule: str = "auto"  # auto | group | youtube_id | file
     fold: int = 1  # UCF-101 split fold 1..3
     frames: int = 9  # training clip length, must be 4k+1 (VAE temporal stride 4)
     height: int = 32  # training resolution, multiple of 16
@@ -118,6 +122,22 @@ class DistConfig:
 
 
 @dataclass
+class PeriodicEvalConfig:
+    """Tier `periodic` (during training, on the validation slice carved from train)."""
+
+    metrics: list[str] = field(default_factory=list)  # [] = val loss only; [fvd, kid] = light
+    num_clips: int = 16  # val-slice clips for the light FVD/KID (real and generated)
+    sample_steps: int = 10  # fewer sampler steps than the final tier
+
+
+@dataclass
+class FinalEvalConfig:
+    """Tier `final` (once, at the end of a completed run, on data.eval_split)."""
+
+    batch_size: int = 4  # clips generated and scored together; host memory ~ batch, not N
+
+
+@dataclass
 class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["fvd", "kid"])  # fvd | kid | kvd
     every: int = 500  # steps between evaluations (also the pruning resource unit)
@@ -140,6 +160,11 @@ class EvalConfig:
     log_videos: int = 2  # sample mp4s logged per eval
     detector_size: int = 224  # frames resized to this before I3D (protocol: 224)
     inception_size: int = 299  # frames resized to this before Inception (FID protocol: 299; >= 75)
+    negative_prompt: str = ""  # CFG negative prompt (guidance_scale > 1); stamped
+    cov_ddof: int = 0  # FVD covariance: 0 = biased, as StyleGAN-V's fvd2048_16f; stamped
+    interval_level: float = 0.95  # level of the per-run and paired intervals
+    periodic: PeriodicEvalConfig = field(default_factory=PeriodicEvalConfig)
+    final: FinalEvalConfig = field(default_factory=FinalEvalConfig)
 
 
 @dataclass
@@ -156,7 +181,8 @@ class TrackConfig:
 @dataclass
 class PruneConfig:
     pruner: str = "asha"  # asha | median | none
-    metric: Optional[str] = None  # objective; null = fvd/<data.name> (minimized)
+    metric: Optional[str] = None  # rung objective; null = val_fvd/<data.name> when the periodic
+    # tier scores FVD, else val/loss (minimized); never a final-tier (test split) metric
     storage: Optional[str] = None  # null = sqlite:///<repo>/optuna.db; journal:///path; any RDB URL
     min_resource: int = 1  # evals before ASHA may prune (explicit: "auto" needs finished trials)
     reduction_factor: int = 2  # ASHA: keep 1/reduction_factor per rung

@@ -119,7 +119,28 @@ def effective_subset_size(n_real: int, n_fake: int, requested: int) -> int:
     return used
 
 
-KID_FRAME_RULE = "one-random-frame-per-clip-per-subset"
+# Frames of one clip are strongly correlated: a KID sample holds at most one frame per clip.
+# The evaluator, the eval CLI and the intervals all take the frame `kid_frame_index(seed, i,
+# T)` of clip i (so only that frame goes through Inception); `kid_from_features` given
+# [N, T, D] draws one frame per clip per subset instead.
+KID_FRAME_RULE = "one-frame-per-clip(index=rng(seed,clip))"
+
+
+def kid_frame_index(seed: int, clip: int, frames: int) -> int:
+    """The frame of clip `clip` that enters KID: a pure function of (seed, clip), so it does
+    not depend on batching, sharding or resumption."""
+    return int(np.random.default_rng([int(seed), int(clip)]).integers(0, int(frames)))
+
+
+def select_kid_frames(x: np.ndarray, seed: int) -> np.ndarray:
+    """[N, T, D] per-frame features -> [N, D] under KID_FRAME_RULE; [N, D] unchanged."""
+    x = _as64(x)
+    if x.ndim == 2:
+        return x
+    if x.ndim != 3:
+        raise ValueError(f"frame features must be [N, D] or [N, T, D], got {x.shape}")
+    pick = [kid_frame_index(seed, i, x.shape[1]) for i in range(len(x))]
+    return x[np.arange(len(x)), pick]
 
 
 def _as_frames(x: np.ndarray) -> np.ndarray:

@@ -68,13 +68,12 @@ def score(
             out["fvd_ci_lo"], out["fvd_ci_hi"] = ci.lo, ci.hi
     if "kid" in metrics:
         rf, ff = _need(real, "frame", "kid", "real"), _need(fake, "frame", "kid", "fake")
+        rf, ff = one_frame_per_clip(rf, seed), one_frame_per_clip(ff, seed)
         m = effective_subset_size(len(rf), len(ff), kid_subset_size)
         out["kid"], out["kid_std"] = kid_from_features(rf, ff, kid_subsets, m, seed=seed)
         out["kid_subset_size_used"] = float(m)
         if bootstrap > 0:
-            reps = replicate_table(
-                "kid", one_frame_per_clip(rf, seed), [one_frame_per_clip(ff, seed + 1)], spec
-            )
+            reps = replicate_table("kid", rf, [ff], spec)
             ci = run_interval(out["kid"], reps[:, 0], level)
             out["kid_ci_lo"], out["kid_ci_hi"] = ci.lo, ci.hi
     if "kvd" in metrics:

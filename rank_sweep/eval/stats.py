@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rank_sweep.eval.metrics import frechet_distance, polynomial_kernel
+from rank_sweep.eval.metrics import frechet_distance, polynomial_kernel, select_kid_frames
 
 INTERVAL_METHOD = "bootstrap-basic-about-median(counts; clip-paired)"
 
@@ -110,15 +110,8 @@ def fvd_replicates(
 
 # -- KID -------------------------------------------------------------------------------------
 def one_frame_per_clip(x: np.ndarray, seed: int) -> np.ndarray:
-    """[N, T, D] per-frame features -> [N, D] with one frame per clip (frames of one clip are
-    strongly correlated, so never more than one of them may enter a KID sample)."""
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 2:
-        return x
-    if x.ndim != 3:
-        raise ValueError(f"frame features must be [N, D] or [N, T, D], got {x.shape}")
-    pick = np.random.default_rng(seed).integers(0, x.shape[1], len(x))
-    return x[np.arange(len(x)), pick]
+    """[N, T, D] per-frame features -> [N, D], one frame per clip (see KID_FRAME_RULE)."""
+    return select_kid_frames(x, seed)
 
 
 def _within(k: np.ndarray, c: np.ndarray) -> np.ndarray:

@@ -81,10 +81,14 @@ def _run(
 
     d = cfg.data
     size = dict(frames=int(d.frames), height=int(d.height), width=int(d.width))
+    from rank_sweep.eval.tiers import fit_split, val_split
+
+    # Validation (loss, periodic metrics, pruning, selection) on a slice carved from train;
+    # the test split (eval_split) is touched only by the final tier.
     train_set = build_dataset(
-        d, d.train_split, train=True, seed=cfg.train.seed, max_clips=d.max_train_clips, **size
+        d, fit_split(d), train=True, seed=cfg.train.seed, max_clips=d.max_train_clips, **size
     )
-    val_set = build_dataset(d, d.eval_split, train=False, max_clips=cfg.train.val_clips, **size)
+    val_set = build_dataset(d, val_split(d), train=False, max_clips=cfg.train.val_clips, **size)
     n_eval = max(int(cfg.eval.num_real), int(cfg.eval.num_fake))
     eval_size = dict(size, frames=max(_sample_frames(cfg), int(cfg.eval.frames)))
     eval_set = build_dataset(d, d.eval_split, train=False, max_clips=n_eval, **eval_size)
@@ -108,7 +112,7 @@ def _run(
         lat_root / cache_key(spec.path, val_set.fingerprint(), **size),
         desc="val latents",
     )
-    evaluator = Evaluator(cfg, spec, eval_set, device)
+    evaluator = Evaluator(cfg, spec, eval_set, device, state_dir=sdir, dist_ctx=dist_ctx)
     evaluator.prepare()  # real features + sampling conditioning, while the encoders are loaded
     spec.free_encoders()
 
@@ -142,13 +146,15 @@ def _run(
         if val_loss is not None:
             metrics["val/loss"] = val_loss
         reporter.log_metrics(metrics, step)
-        if not history:  # the stamp is fixed for the job: log it once (params are immutable)
+        if result.stamp:  # per tier; the final tier's fields appear at the end (same values on rerun)
             reporter.log_params(
                 {f"protocol.{cfg.data.name}.{k}": v for k, v in result.stamp.items()}
             )
             reporter.set_tags({"detector.pretrained": result.stamp.get("detector.pretrained", "")})
         for video in result.videos:
             reporter.log_artifact(video, "samples")
+        for path, where in result.artifacts:  # final tier: generated features for pairing
+            reporter.log_artifact(path, where)
         history.append({"step": step, **metrics})
         eval_index = -(-step // every)
         value = metrics.get(key)
