@@ -39,7 +39,8 @@ def _no_data(ax, what: str) -> None:
 
 def _yerr(v: pd.Series, lo: pd.Series, hi: pd.Series) -> np.ndarray:
     # CIs absent (pruned runs, no bootstrap) give NaN bars, which matplotlib leaves out.
-    return np.vstack([(v - lo).clip(lower=0), (hi - v).clip(lower=0)]).astype(float)
+    # Intervals contain their points (eval/stats.py): nothing to clip, nothing hidden.
+    return np.vstack([v - lo, hi - v]).astype(float)
 
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:

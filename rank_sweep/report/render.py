@@ -20,6 +20,8 @@ class ReportContent:
     rows: list[list[str]]
     stamp: dict[str, dict[str, str]]
     plots: dict[str, Path] = field(default_factory=dict)  # caption -> PNG
+    # Paired comparisons (report/paired.py): headers, rows, recommendation lines.
+    paired: tuple[list[str], list[list[str]], list[str]] = ([], [], [])
 
 
 def _md_cell(text: str) -> str:
@@ -37,6 +39,13 @@ def markdown(c: ReportContent) -> str:
     out.append("|" + "---|" * len(c.headers))
     out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in c.rows]
     out += ["", "Δ = run minus the full fine-tune baseline (same seed when available).", ""]
+    ph, prows, recs = c.paired
+    if recs or prows:
+        out += ["## Paired comparisons", ""] + [f"**{_md_cell(r)}**" for r in recs] + [""]
+        out.append("| " + " | ".join(_md_cell(h) for h in ph) + " |")
+        out.append("|" + "---|" * len(ph))
+        out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in prows]
+        out += ["", PAIRED_NOTE, ""]
     out += ["## Protocol stamp", ""]
     if not c.stamp:
         out += ["No protocol stamp in any run.", ""]
@@ -47,6 +56,13 @@ def markdown(c: ReportContent) -> str:
     out += [f"![{cap}]({p.name})" for cap, p in c.plots.items()]
     return "\n".join(out) + "\n"
 
+
+PAIRED_NOTE = (
+    "Paired Δ: both runs scored on the same real clips and the same generated clip indices "
+    "(same first frame, prompt and noise), resampled together; a run is tied with the best "
+    "when the 95% interval of its Δ to the best contains 0. Per-run intervals in the table "
+    "above cover each run's own estimate; do not compare runs by overlapping them."
+)
 
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;color:#222}
@@ -90,6 +106,11 @@ def html_page(c: ReportContent) -> str:
         parts.append(f'<div class="warn"><h2>Warnings</h2><ul>{items}</ul></div>')
     parts += ["<h2>Results</h2>", _table(c.headers, c.rows)]
     parts.append("<p>Δ = run minus the full fine-tune baseline (same seed when available).</p>")
+    ph, prows, recs = c.paired
+    if recs or prows:
+        parts.append("<h2>Paired comparisons</h2>")
+        parts += [f"<p><b>{e(r)}</b></p>" for r in recs]
+        parts += [_table(ph, prows), f"<p>{e(PAIRED_NOTE)}</p>"]
     parts.append("<h2>Protocol stamp</h2>")
     if not c.stamp:
         parts.append("<p>No protocol stamp in any run.</p>")
