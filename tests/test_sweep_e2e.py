@@ -98,9 +98,13 @@ def test_sweep_basic_parent_children_and_trials(stores) -> None:
         assert tags["rank_sweep.method"] == "lora" and tags["rank_sweep.lora_rank"] in ("4", "8")
         assert tags["rank_sweep.status"] in ("completed", "pruned")
         assert tags["rank_sweep.sweep_id"] == parent.data.tags["rank_sweep.sweep_id"]
-        hist = MlflowClient(stores["mlflow"]).get_metric_history(run.info.run_id, "fvd/synthetic")
-        assert len(hist) >= 1
-        assert "model/trainable_params" in run.data.metrics and "kid/synthetic" in run.data.metrics
+        hist = MlflowClient(stores["mlflow"]).get_metric_history(
+            run.info.run_id, "val_fvd/synthetic"
+        )
+        assert len(hist) >= 1  # periodic tier; the final tier only for completed runs
+        assert "model/trainable_params" in run.data.metrics
+        if tags["rank_sweep.status"] == "completed":
+            assert {"fvd/synthetic", "kid/synthetic"} <= set(run.data.metrics)
     study = optuna.load_study(
         study_name=parent.data.tags["rank_sweep.sweep_id"], storage=stores["optuna"]
     )
@@ -230,8 +234,9 @@ def test_report_on_the_real_sweep_matches_mlflow(stores, aggressive, tmp_path: P
     by_id = {r.info.run_id: r for r in children}
     for _, row in df.iterrows():
         run = by_id[row["run_id"]]
-        assert row["fvd/synthetic"] == pytest.approx(run.data.metrics["fvd/synthetic"])
-        assert row["kid/synthetic"] == pytest.approx(run.data.metrics["kid/synthetic"])
+        for key in ("fvd/synthetic", "kid/synthetic"):  # final tier: completed runs only
+            logged = run.data.metrics.get(key, float("nan"))
+            assert row[key] == pytest.approx(logged, nan_ok=True)
         assert row["trainable_params"] == run.data.metrics["model/trainable_params"]
         assert row["status"] == run.data.tags["rank_sweep.status"]
     paths = build_report(df, tmp_path / "report")
@@ -251,11 +256,11 @@ def test_demo_sweep_holds_what_make_demo_promises(stores) -> None:
     )
     client = MlflowClient(stores["mlflow"])
     for run in children:
-        for key in ("fvd/synthetic", "kid/synthetic"):
-            assert len(client.get_metric_history(run.info.run_id, key)) >= 2, (
-                run.info.run_name,
-                key,
-            )
+        # Periodic tier (validation slice) at every eval; final tier once, completed runs only.
+        hist = client.get_metric_history(run.info.run_id, "val_fvd/synthetic")
+        assert len(hist) >= 2, run.info.run_name
+        if run.data.tags["rank_sweep.status"] == "completed":
+            assert {"fvd/synthetic", "kid/synthetic"} <= set(run.data.metrics)
         assert run.data.tags["rank_sweep.status"] in ("completed", "pruned")
         assert run.data.tags["detector.pretrained"] == "false"
     study = optuna.load_study(
