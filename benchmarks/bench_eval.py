@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 
@@ -114,6 +116,92 @@ def run_coverage(args: argparse.Namespace) -> dict:
     return results
 
 
+# -- memory / time of the final tier ----------------------------------------------------------
+MEM_OVERRIDES = [
+    "data.synth.classes=4",
+    "data.synth.videos_per_class=260",  # fold-1 test split: 65 clips per class -> 260
+    "eval.num_real=16",  # fixed: the real side is part of the fixed cost
+    "eval.final.batch_size=4",
+    "eval.sample_steps=2",
+    "eval.bootstrap=200",
+    "eval.kid_subsets=10",
+    "eval.kid_subset_size=16",
+    "eval.log_videos=0",
+    "eval.periodic.metrics=[]",
+]
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_child(n: int, state_dir: str) -> dict:
+    """One final-tier eval of n generated clips; RSS sampled every 2 ms during it."""
+    import threading
+    from pathlib import Path
+
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from _eval_script import compose, setup
+
+    torch.set_num_threads(1)
+    cfg = compose([*MEM_OVERRIDES, f"eval.num_fake={n}"])
+    ev, transformer = setup(cfg, Path(state_dir), None, max_clips=n)
+    peak, stop = [0.0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], _rss_mb())
+            time.sleep(0.002)
+
+    base = _rss_mb()
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    t0 = time.perf_counter()
+    result = ev.evaluate(transformer, 1, final=True, out_dir=Path(state_dir) / "out")
+    wall = time.perf_counter() - t0
+    stop.set()
+    t.join()
+    peak[0] = max(peak[0], _rss_mb())
+    d = cfg.data
+    clip_bytes = ev.sample_frames * int(d.height) * int(d.width) * 3
+    return {"n": n, "base_mb": base, "peak_mb": peak[0], "above_mb": peak[0] - base,
+            "wall_s": wall, "clip_mb": clip_bytes / 2**20,
+            "fvd": result.metrics["fvd/synthetic"]}  # fmt: skip
+
+
+def run_memory(args: argparse.Namespace) -> list[dict]:
+    import tempfile
+
+    rows = []
+    cache = tempfile.mkdtemp(prefix="bench_eval_cache_")
+    env = {**os.environ, "RANK_SWEEP_CACHE": cache, "OMP_NUM_THREADS": "1"}
+    print(f"\nfinal tier on the tiny model, batches of 4, one fresh process per N (cache {cache})")
+    print(f"{'N':>5} {'RSS at start MB':>16} {'peak MB':>9} {'above start MB':>15} "
+          f"{'per clip MB':>12} {'all clips MB':>13} {'wall s':>8} {'s/clip':>7}")  # fmt: skip
+    for n in args.clips:
+        with tempfile.TemporaryDirectory() as state:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(n), "--state", state],
+                env=env, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        if out.returncode != 0:
+            raise RuntimeError(f"child N={n} failed:\n{out.stderr[-3000:]}")
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append(r)
+        print(f"{n:>5} {r['base_mb']:>16.1f} {r['peak_mb']:>9.1f} {r['above_mb']:>15.2f} "
+              f"{r['above_mb'] / n:>12.4f} {r['clip_mb'] * n:>13.2f} {r['wall_s']:>8.1f} "
+              f"{r['wall_s'] / n:>7.3f}")  # fmt: skip
+    first, last = rows[0], rows[-1]
+    ratio = last["above_mb"] / max(first["above_mb"], 1e-9)
+    print(f"memory above the eval's start at N={last['n']} vs N={first['n']}: x{ratio:.2f} "
+          f"(goal <= 1.2: {'ok' if ratio <= 1.2 else 'FAIL'}; holding all clips would add "
+          f"{last['clip_mb'] * (last['n'] - first['n']):.1f} MB)")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--coverage", action="store_true")
@@ -125,12 +213,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--clips", type=int, nargs="+", default=[16, 64, 256])
     p.add_argument("--json", action="store_true")
+    p.add_argument("--child", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--state", default="", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(memory_child(args.child, args.state)))
+        return 0
     if not (args.coverage or args.memory):
         args.coverage = args.memory = True
     out = {}
     if args.coverage:
         out["coverage"] = run_coverage(args)
+    if args.memory:
+        out["memory"] = run_memory(args)
     if args.json:
         print(json.dumps(out))
     return 0

@@ -45,7 +45,7 @@ def compose(overrides: list[str]) -> Any:
         return hydra_compose(config_name="config", overrides=[*OVERRIDES, *overrides])
 
 
-def setup(cfg: Any, state_dir: Path, ctx: Any = None) -> tuple[Any, Any]:
+def setup(cfg: Any, state_dir: Path, ctx: Any = None, max_clips: int = 3) -> tuple[Any, Any]:
     """(evaluator, transformer) as the job builds them (CPU)."""
     from rank_sweep.data import build_dataset
     from rank_sweep.eval.evaluator import Evaluator
@@ -55,7 +55,7 @@ def setup(cfg: Any, state_dir: Path, ctx: Any = None) -> tuple[Any, Any]:
     d, e = cfg.data, cfg.eval
     frames = max(int(e.sample_frames or d.frames), int(e.frames))
     eval_set = build_dataset(
-        d, d.eval_split, train=False, max_clips=3, frames=frames,
+        d, d.eval_split, train=False, max_clips=max_clips, frames=frames,
         height=int(d.height), width=int(d.width),
     )  # fmt: skip
     spec = WanSpec.from_config(cfg.model, device=torch.device("cpu"))
