@@ -196,9 +196,11 @@ def run_memory(args: argparse.Namespace) -> list[dict]:
               f"{r['wall_s'] / n:>7.3f}")  # fmt: skip
     first, last = rows[0], rows[-1]
     ratio = last["above_mb"] / max(first["above_mb"], 1e-9)
-    print(f"memory above the eval's start at N={last['n']} vs N={first['n']}: x{ratio:.2f} "
-          f"(goal <= 1.2: {'ok' if ratio <= 1.2 else 'FAIL'}; holding all clips would add "
-          f"{last['clip_mb'] * (last['n'] - first['n']):.1f} MB)")
+    print(
+        f"memory above the eval's start at N={last['n']} vs N={first['n']}: x{ratio:.2f} "
+        f"(goal <= 1.2: {'ok' if ratio <= 1.2 else 'FAIL'}; holding all clips would add "
+        f"{last['clip_mb'] * (last['n'] - first['n']):.1f} MB)"
+    )
     return rows
 
 

@@ -127,6 +127,12 @@ def test_cli_two_folders(tmp_path: Path, synth_folder: Path, capsys: pytest.Capt
     assert result["metrics"]["fvd"] < 1e-6  # a folder against itself
     assert result["stamp"]["detector.pretrained"] == "false"
     assert result["stamp"]["eval.n_real"] == str(len(videos))
+    assert not result["real_from_cache"] and result["stamp"]["eval.tier"] == "cli"
+    args = ["--real", str(synth_folder), "--fake", str(synth_folder), "--size", str(SIZE),
+            "--frame-size", "75", "--frames", "16", "--kid-subsets", "3", "--json"]  # fmt: skip
+    assert main(args) == 0  # the second time the real side comes from the cache
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["real_from_cache"] and again["metrics"] == result["metrics"]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["--real", str(empty), "--fake", str(synth_folder)]) == 2
