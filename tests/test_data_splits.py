@@ -76,3 +76,17 @@ def test_folder_and_kinetics_carve(synth_folder, synth_kinetics400) -> None:
     kfit = build_dataset(k400, "train#fit", **kw)
     ids = lambda ds: {e.path.stem.rsplit("_", 2)[0] for e, _ in ds.clips}  # noqa: E731
     assert not ids(kval) & ids(kfit)
+
+
+def test_preflight_rejects_bad_tier_settings(compose) -> None:
+    from rank_sweep.config.validate import ConfigError, validate
+
+    validate(compose([]))
+    for override, key in (
+        ("data.val_fraction=1.5", "data.val_fraction"),
+        ("eval.cov_ddof=2", "eval.cov_ddof"),
+        ("eval.final.batch_size=0", "eval.final.batch_size"),
+        ("prune.metric=fvd/synthetic", "prune.metric"),  # a test-split metric for pruning
+    ):
+        with pytest.raises(ConfigError, match=key):
+            validate(compose([override]))

@@ -105,3 +105,29 @@ def periodic_settings(cfg: Any) -> TierSettings | None:
         batch_size=int(cfg.eval.final.batch_size),
         bootstrap=0,
     )
+
+
+def validate_tiers(cfg: Any, bad: Any) -> None:
+    """Preflight of the tier, split and interval settings; `bad(key, value, allowed)` builds
+    the one-line error (config/validate.py)."""
+    e, d = cfg.eval, cfg.data
+    if [m for m in e.periodic.metrics if m not in ("fvd", "kid", "kvd")]:
+        raise bad("eval.periodic.metrics", list(e.periodic.metrics), "a subset of [fvd, kid, kvd]")
+    if list(e.periodic.metrics) and int(e.periodic.num_clips) < 2:
+        raise bad("eval.periodic.num_clips", e.periodic.num_clips, "an int >= 2")
+    if int(e.periodic.sample_steps) < 1:
+        raise bad("eval.periodic.sample_steps", e.periodic.sample_steps, "an int >= 1")
+    if int(e.final.batch_size) < 1:
+        raise bad("eval.final.batch_size", e.final.batch_size, "an int >= 1")
+    if int(e.cov_ddof) not in (0, 1):
+        raise bad("eval.cov_ddof", e.cov_ddof, "0 (StyleGAN-V) | 1")
+    if not 0.5 <= float(e.interval_level) < 1.0:
+        raise bad("eval.interval_level", e.interval_level, "a number in [0.5, 1)")
+    if not 0.0 < float(d.val_fraction) < 1.0:
+        raise bad("data.val_fraction", d.val_fraction, "a number in (0, 1)")
+    if d.val_rule not in ("auto", "group", "youtube_id", "file"):
+        raise bad("data.val_rule", d.val_rule, "auto | group | youtube_id | file")
+    try:
+        rung_metric(cfg)
+    except ValueError as exc:
+        raise bad("prune.metric", cfg.prune.metric, "val/loss or val_<metric>/<dataset>") from exc
