@@ -42,6 +42,7 @@ def test_intervals_contain_points_and_features_saved(uninterrupted: dict) -> Non
     with np.load(uninterrupted["out"] / FEATURES_ARTIFACT_DIR / GEN_FEATURES_FILE) as z:
         assert z["fake_video"].shape == (3, 400) and z["real_video"].shape == (3, 400)
         assert z["fake_frame"].shape[0] == 3 and z["fake_frame"].ndim == 2  # one frame per clip
+        assert z["real_frame"].shape == z["fake_frame"].shape
         stamp = json.loads(str(z["stamp"]))
     assert stamp["eval.tier"] == "final" and stamp["eval.cov_ddof"] == "0"
     assert stamp["eval.split"] == "test"

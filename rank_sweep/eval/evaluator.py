@@ -156,6 +156,8 @@ class Evaluator:
             )  # fmt: skip
             view = _DetectorView(dataset, self.frames, kind, self.seed)
             real[kind] = real_features(view, det, num_clips=n_real, key=key)
+            if kind == "frame":  # [N, 1, D]: the one KID frame per clip, as on the fake side
+                real[kind] = real[kind].reshape(n_real, -1)
         d = self.cfg.data
         key = cache_key(
             self.spec.path, dataset.fingerprint(), self.sample_frames, d.height, d.width

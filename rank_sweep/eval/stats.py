@@ -174,7 +174,9 @@ def replicate_table(
     cf = resample_counts(nf, spec.n_boot, spec.seed + 1)
     if metric == "fvd":
         return fvd_replicates(real, fakes, cr, cf, spec.ddof)
-    if metric in ("kid", "kvd"):
+    if metric in ("kid", "kvd"):  # per-frame [N, T, D] features: one frame per clip
+        real = one_frame_per_clip(real, spec.seed)
+        fakes = [one_frame_per_clip(f, spec.seed) for f in fakes]
         return kid_replicates(real, fakes, cr, cf)
     raise ValueError(f"no replicates for metric {metric!r}; allowed: fvd, kid, kvd")
 
