@@ -273,13 +273,18 @@ class Evaluator:
             path = _save_features(out_dir, state, fake, stamp, step)
             artifacts.append((str(path), FEATURES_ARTIFACT_DIR))
         else:
-            stamp = {f"{s.tier}.{k}": v for k, v in stamp.items()}
+            stamp = {
+                (k if k == "detector.pretrained" else f"{s.tier}.{k}"): v for k, v in stamp.items()
+            }
         return metrics, stamp, artifacts
 
     def _periodic_stamp(self) -> dict[str, str]:
         """What the validation loss was measured on (the loop computes it on these clips)."""
         d, t = self.cfg.data, self.cfg.train
+        dets = list(self.detectors.values())
         return {
+            # Unprefixed: the run's tag from its first eval on, also for runs pruned early.
+            "detector.pretrained": str(all(bool(x.pretrained) for x in dets)).lower(),
             "periodic.val.split": val_split(d),
             "periodic.val.fraction": f"{float(d.val_fraction):g}",
             "periodic.val.rule": str(d.val_rule),
