@@ -71,8 +71,8 @@ def test_kid_replicate_never_pairs_a_clip_with_its_copy() -> None:
     # Resample with duplicates: the U-statistic over pairs of distinct original clips.
     rng = np.random.default_rng(4)
     real, fake = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
-    cr = resample_counts(8, 1, seed=1)
-    cf = resample_counts(8, 1, seed=2)
+    cr = resample_counts(8, 2, seed=1)[:1]
+    cf = resample_counts(8, 2, seed=2)[:1]
     got = kid_replicates(real, [fake], cr, cf)[0, 0]
     ir = np.repeat(np.arange(8), cr[0].astype(int))
     jf = np.repeat(np.arange(8), cf[0].astype(int))
