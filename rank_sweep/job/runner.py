@@ -146,7 +146,8 @@ def _run(
         if val_loss is not None:
             metrics["val/loss"] = val_loss
         reporter.log_metrics(metrics, step)
-        if result.stamp:  # per tier; the final tier's fields appear at the end (same values on rerun)
+        # Per tier: the final tier's fields appear at the end (same values on a rerun).
+        if result.stamp:
             reporter.log_params(
                 {f"protocol.{cfg.data.name}.{k}": v for k, v in result.stamp.items()}
             )
