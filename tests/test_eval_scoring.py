@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from rank_sweep.eval.detectors.loaders import load_frame_detector, load_video_detector
+from rank_sweep.eval.metrics import KID_FRAME_RULE
 from rank_sweep.eval.real_stats import real_features, real_stats_key, real_stats_path
 from rank_sweep.eval.scoring import protocol_stamp, score
 from rank_sweep.track import contract as C
@@ -83,11 +84,12 @@ def test_score_and_stamp(eval_set, video_det) -> None:
     kw = dict(metrics=["fvd", "kid", "kvd"], kid_subsets=5, kid_subset_size=1000, seed=0)
     out = score(real, fake, **kw)
     assert set(out) == {"fvd", "kid", "kid_std", "kvd", "kvd_std", "kid_subset_size_used"}
-    assert out["fvd"] > 0 and out["kid_subset_size_used"] == 4 * n  # reduced: frames of n clips
+    assert out["fvd"] > 0 and out["kid_subset_size_used"] == n  # reduced: one frame per clip
     same = score(real, real, **kw)
     assert same["fvd"] < 1e-9
     boot = score(real, fake, **{**kw, "metrics": ["fvd", "kid"]}, bootstrap=20)
-    assert boot["fvd_ci_lo"] <= boot["fvd_ci_hi"] and boot["kid_ci_lo"] <= boot["kid_ci_hi"]
+    assert boot["fvd_ci_lo"] <= boot["fvd"] <= boot["fvd_ci_hi"]
+    assert boot["kid_ci_lo"] <= boot["kid"] <= boot["kid_ci_hi"]
     assert boot["fvd"] == out["fvd"]
     with pytest.raises(ValueError, match="allowed"):
         score(real, fake, **{**kw, "metrics": ["fid"]})
@@ -102,7 +104,9 @@ def test_score_and_stamp(eval_set, video_det) -> None:
     assert stamp[C.TAG_DETECTOR_PRETRAINED] == "false"
     assert stamp["detector.video.sha256"] == video_det.sha256
     assert stamp["detector.frame.size"] == "75"
-    assert stamp["eval.kid_subset_size"] == str(4 * n)
+    assert stamp["eval.kid_subset_size"] == str(n)
+    assert stamp["eval.cov_ddof"] == "0" and stamp["eval.tier"] == "final"
+    assert stamp["eval.kid_frame_rule"] == KID_FRAME_RULE
     assert all(isinstance(v, str) for v in stamp.values())
     json.dumps(stamp)
 
@@ -124,6 +128,12 @@ def test_cli_two_folders(tmp_path: Path, synth_folder: Path, capsys: pytest.Capt
     assert result["metrics"]["fvd"] < 1e-6  # a folder against itself
     assert result["stamp"][C.TAG_DETECTOR_PRETRAINED] == "false"
     assert result["stamp"]["eval.n_real"] == str(len(videos))
+    assert not result["real_from_cache"] and result["stamp"]["eval.tier"] == "cli"
+    args = ["--real", str(synth_folder), "--fake", str(synth_folder), "--size", str(SIZE),
+            "--frame-size", "75", "--frames", "16", "--kid-subsets", "3", "--json"]  # fmt: skip
+    assert main(args) == 0  # the second time the real side comes from the cache
+    again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert again["real_from_cache"] and again["metrics"] == result["metrics"]
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["--real", str(empty), "--fake", str(synth_folder)]) == 2

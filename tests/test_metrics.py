@@ -12,7 +12,6 @@ import torch
 
 from rank_sweep.eval.metrics import (
     StreamingStats,
-    bootstrap_ci,
     effective_subset_size,
     frechet_distance,
     fvd_from_features,
@@ -76,9 +75,15 @@ def test_frechet_fewer_samples_than_dims() -> None:
     tr_sqrt = np.linalg.svd(ac @ bc.T, compute_uv=False).sum() / np.sqrt((n - 1) * (m - 1))
     s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     ref = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1) + np.trace(s2) - 2 * tr_sqrt
-    ours = fvd_from_features(a, b)
+    ours = fvd_from_features(a, b, ddof=1)
     assert ours >= 0
     assert abs(ours - ref) / ref < 1e-8
+    # ddof=0 (StyleGAN-V, the default) scales both covariances by (n-1)/n and (m-1)/m.
+    s1b, s2b = s1 * (n - 1) / n, s2 * (m - 1) / m
+    ref0 = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(s1b) + np.trace(s2b)
+    ref0 -= 2 * np.linalg.svd(ac @ bc.T, compute_uv=False).sum() / np.sqrt(n * m)
+    assert fvd_from_features(a, b) == pytest.approx(ref0, rel=1e-8)
+    assert fvd_from_features(a, b) != pytest.approx(ours, rel=1e-4)
     # Same features each side with N < d: exactly zero in math, never negative here.
     same = fvd_from_features(a, a)
     assert 0.0 <= same < 1e-8 * np.trace(s1)
@@ -167,20 +172,37 @@ def test_streaming_stats_match_batch() -> None:
         StreamingStats().cov  # noqa: B018
 
 
-def test_bootstrap_ci_brackets_and_is_seeded() -> None:
-    rng = np.random.default_rng(8)
-    real, fake = rng.normal(size=(200, 4)), rng.normal(size=(200, 4)) + 0.5
-    point = fvd_from_features(real, fake)
-    lo, hi = bootstrap_ci(real, fake, fvd_from_features, n_boot=100, seed=0)
-    assert lo < point < hi
-    assert (lo, hi) == bootstrap_ci(real, fake, fvd_from_features, n_boot=100, seed=0)
-    # Resampling is by clip: [clips, frames, D] arrays keep each clip's frames together.
-    seen = []
-    bootstrap_ci(
-        np.arange(10)[:, None, None] * np.ones((10, 3, 1)),
-        np.zeros((10, 3, 1)),
-        lambda r, f: seen.append(np.ptp(r, axis=1).max()) or 0.0,
-        n_boot=5,
-        seed=1,
+def test_streaming_stats_ddof() -> None:
+    x = np.random.default_rng(9).normal(size=(50, 3))
+    for ddof in (0, 1):
+        st = StreamingStats(ddof=ddof)
+        st.update(x[:20])
+        st.update(x[20:])
+        np.testing.assert_allclose(st.cov, np.cov(x, rowvar=False, ddof=ddof), rtol=1e-12)
+    with pytest.raises(ValueError, match="ddof"):
+        StreamingStats(ddof=2)
+
+
+def test_kid_takes_one_frame_per_clip() -> None:
+    # Identical clip distributions whose 16 frames are near copies of each other: treating
+    # frames as samples pairs near-duplicates inside the unbiased MMD and inflates it; one
+    # frame per clip per subset keeps KID ~ 0.
+    rng = np.random.default_rng(10)
+    d, n, t = 16, 300, 8
+
+    def clips() -> np.ndarray:
+        base = rng.normal(size=(n, 1, d))
+        return base + 0.05 * rng.normal(size=(n, t, d))
+
+    real, fake = clips(), clips()
+    kid, _ = kid_from_features(real, fake, subsets=10, subset_size=300, seed=0)
+    flat, _ = kid_from_features(
+        real.reshape(-1, d), fake.reshape(-1, d), subsets=10, subset_size=1000, seed=0
     )
-    assert max(seen) == 0.0
+    assert abs(kid) < 0.01  # measured 0.0033
+    assert flat > 0.03 and flat > 5 * abs(kid)  # measured 0.048
+    # [N, D] input is the T = 1 case, with the same random stream as before.
+    a, b = rng.normal(size=(40, d)), rng.normal(size=(40, d))
+    assert kid_from_features(a, b, 5, 20, seed=3) == kid_from_features(
+        a[:, None], b[:, None], 5, 20, seed=3
+    )

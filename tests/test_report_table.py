@@ -268,13 +268,14 @@ def test_html_is_self_contained_and_plots_are_pngs(demo_report):
     import matplotlib.image as mpimg
 
     html = demo_report.html.read_text()
-    assert html.count('src="data:image/png;base64,') == 4
+    assert html.count('src="data:image/png;base64,') == 5
     assert "http://" not in html and "https://" not in html and "<link" not in html
     assert set(demo_report.plots) == {
         "fvd_vs_rank",
         "kid_vs_rank",
         "fvd_vs_params",
         "fvd_over_steps",
+        "paired_fvd",
     }
     for png in demo_report.plots.values():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -101,11 +101,12 @@ def test_sweep_basic_parent_children_and_trials(stores) -> None:
         assert tags[C.TAG_SWEEP_ID] == parent.data.tags[C.TAG_SWEEP_ID]
         # a rank pruned at the first rung (step 1) stopped before the first eval (step 2)
         done = tags[C.TAG_STATUS] == "completed"
-        key = "fvd/synthetic" if done else "train/loss"
+        key = "val_fvd/synthetic" if done else "train/loss"  # periodic tier
         hist = MlflowClient(stores["mlflow"]).get_metric_history(run.info.run_id, key)
         assert len(hist) >= 1
         assert "model/trainable_params" in run.data.metrics
-        assert "kid/synthetic" in run.data.metrics or not done
+        if done:  # the final tier once, completed runs only
+            assert {"fvd/synthetic", "kid/synthetic"} <= set(run.data.metrics)
     study = optuna.load_study(study_name=parent.data.tags[C.TAG_SWEEP_ID], storage=stores["optuna"])
     states = sorted(t.state.name for t in study.trials)
     expected = sorted(
@@ -288,8 +289,9 @@ def test_report_on_the_real_sweep_matches_mlflow(stores, aggressive, tmp_path: P
     by_id = {r.info.run_id: r for r in children}
     for _, row in df.iterrows():
         run = by_id[row["run_id"]]
-        assert row["fvd/synthetic"] == pytest.approx(run.data.metrics["fvd/synthetic"])
-        assert row["kid/synthetic"] == pytest.approx(run.data.metrics["kid/synthetic"])
+        for key in ("fvd/synthetic", "kid/synthetic"):  # final tier: completed runs only
+            logged = run.data.metrics.get(key, float("nan"))
+            assert row[key] == pytest.approx(logged, nan_ok=True)
         assert row["trainable_params"] == run.data.metrics["model/trainable_params"]
         assert row["status"] == run.data.tags[C.TAG_STATUS]
     paths = build_report(df, tmp_path / "report")
@@ -310,12 +312,11 @@ def test_demo_sweep_holds_what_make_demo_promises(stores) -> None:
     )
     client = MlflowClient(stores["mlflow"])
     for run in children:
-        evals = 2 if run.data.tags[C.TAG_STATUS] == "completed" else 1
-        for key in ("fvd/synthetic", "kid/synthetic"):
-            assert len(client.get_metric_history(run.info.run_id, key)) >= evals, (
-                run.info.run_name,
-                key,
-            )
+        # Periodic tier (validation slice) at every eval; final tier once, completed runs only.
+        if run.data.tags[C.TAG_STATUS] == "completed":
+            hist = client.get_metric_history(run.info.run_id, "val_fvd/synthetic")
+            assert len(hist) >= 2, run.info.run_name
+            assert {"fvd/synthetic", "kid/synthetic"} <= set(run.data.metrics)
         assert run.data.tags[C.TAG_STATUS] in ("completed", "pruned")
         assert run.data.tags[C.TAG_DETECTOR_PRETRAINED] == "false"
     study = optuna.load_study(study_name=parent.data.tags[C.TAG_SWEEP_ID], storage=stores["optuna"])

@@ -66,7 +66,11 @@ class DataConfig:
     layout: str = "ucf101"  # ucf101 | kinetics400 | folder
     root: Optional[str] = None  # dataset root; null only for the synthetic set (cache dir)
     train_split: str = "train"  # ucf101: train|test; kinetics400: train|validate|test
-    eval_split: str = "test"
+    eval_split: str = "test"  # the final tier only; "<split>#val" = the carved slice
+    # Validation slice carved from train_split (loss, periodic metrics, pruning, selection):
+    # by group gXX (UCF-101), youtube id (Kinetics-400), file (folder); see data/splits.py.
+    val_fraction: float = 0.1
+    val_rule: str = "auto"  # auto | group | youtube_id | file
     fold: int = 1  # UCF-101 split fold 1..3
     frames: int = 9  # training clip length, must be 4k+1 (VAE temporal stride 4)
     height: int = 32  # training resolution, multiple of 16
@@ -120,6 +124,22 @@ class DistConfig:
 
 
 @dataclass
+class PeriodicEvalConfig:
+    """Tier `periodic` (during training, on the validation slice carved from train)."""
+
+    metrics: list[str] = field(default_factory=list)  # [] = val loss only; [fvd, kid] = light
+    num_clips: int = 16  # val-slice clips for the light FVD/KID (real and generated)
+    sample_steps: int = 10  # fewer sampler steps than the final tier
+
+
+@dataclass
+class FinalEvalConfig:
+    """Tier `final` (once, at the end of a completed run, on data.eval_split)."""
+
+    batch_size: int = 4  # clips generated and scored together; host memory ~ batch, not N
+
+
+@dataclass
 class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: ["fvd", "kid"])  # fvd | kid | kvd
     every: int = 500  # steps between evaluations (also the pruning resource unit)
@@ -145,6 +165,11 @@ class EvalConfig:
     trust_torchscript: bool = (
         False  # load TorchScript detector files of unknown sha256 (can run code)
     )
+    negative_prompt: str = ""  # CFG negative prompt (guidance_scale > 1); stamped
+    cov_ddof: int = 0  # FVD covariance: 0 = biased, as StyleGAN-V's fvd2048_16f; stamped
+    interval_level: float = 0.95  # level of the per-run and paired intervals
+    periodic: PeriodicEvalConfig = field(default_factory=PeriodicEvalConfig)
+    final: FinalEvalConfig = field(default_factory=FinalEvalConfig)
 
 
 @dataclass
@@ -166,7 +191,8 @@ class PruneConfig:
     delta_min: float = 0.0  # sha: an arm within delta_min of the best is never pruned
     confidence: float = 0.95  # sha: level of the paired interval of arm - best
     rung_metric: str = "val_loss"  # sha: per-item validation loss, or a logged eval metric
-    metric: Optional[str] = None  # objective; null = fvd/<data.name> (minimized)
+    metric: Optional[str] = None  # async pruners' objective; null = val_fvd/<data.name> when
+    # the periodic tier scores FVD, else val/loss (minimized); never a final-tier (test) metric
     storage: Optional[str] = None  # null = sqlite:///<repo>/optuna.db; journal:///path; any RDB URL
     min_resource: int = 1  # evals before ASHA may prune (explicit: "auto" needs finished trials)
     reduction_factor: int = 2  # ASHA: keep 1/reduction_factor per rung

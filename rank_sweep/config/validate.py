@@ -125,6 +125,9 @@ def validate(cfg: DictConfig) -> None:
         )
     if cfg.eval.num_real < 2 or cfg.eval.num_fake < 2:
         raise _bad("eval.num_fake", cfg.eval.num_fake, ">= 2 clips each side (covariances)")
+    from rank_sweep.eval.tiers import validate_tiers  # eval tiers, splits, intervals
+
+    validate_tiers(cfg, _bad)
 
     _choice(cfg, "prune.pruner", PRUNERS)
     if cfg.train.get("stop_at") is not None:

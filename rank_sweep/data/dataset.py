@@ -30,6 +30,7 @@ from rank_sweep.data.sampling import (
     train_start,
 )
 from rank_sweep.data.scan import scan
+from rank_sweep.data.splits import SplitName, rule_for, select
 from rank_sweep.data.video import VideoInfo, read_frames
 from rank_sweep.utils.keys import content_key
 
@@ -214,13 +215,20 @@ def build_dataset(
     spec = ClipSpec(int(frames), int(height), int(width), fps, stride)
     root = _resolve_root(data_cfg)
     layout, fold = str(data_cfg.layout), int(getattr(data_cfg, "fold", 1))
-    listing = index_layout(layout, root, split, fold)
+    name = SplitName.parse(split)  # "train#val" / "train#fit": the carved validation slice
+    listing = index_layout(layout, root, name.base, fold)
+    rule = rule_for(layout, str(getattr(data_cfg, "val_rule", "auto")))
+    listing.entries, carved = select(
+        listing.entries, name.part, rule, float(getattr(data_cfg, "val_fraction", 0.1)),
+        lambda e: e.path,
+    )  # fmt: skip
     meta = {
         "name": str(data_cfg.name),
         "layout": layout,
         "root": str(root),
         "split": split,
         "fold": fold,
+        "split_rule": carved.describe() if carved else "as listed",
     }
     if not listing.entries and not listing.skipped:
         raise DataError(

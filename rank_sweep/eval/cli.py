@@ -10,6 +10,7 @@ resize either way, as the protocol does (bilinear to the detector size). Bad inp
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -78,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="fvd,kid", help="comma list of fvd,kid,kvd")
     p.add_argument("--kid-subsets", type=int, default=100)
     p.add_argument("--kid-subset-size", type=int, default=1000)
-    p.add_argument("--bootstrap", type=int, default=0, help="resamples for 95%% CIs (0: none)")
+    p.add_argument(
+        "--bootstrap", type=int, default=0, help="resamples for 95%% intervals (0: none)"
+    )
+    p.add_argument("--ddof", type=int, default=0, help="FVD covariance ddof (StyleGAN-V: 0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print a JSON line last")
@@ -94,6 +98,42 @@ def _check_args(args: argparse.Namespace) -> list[str]:
     if args.num_real is not None and args.num_real < 2:
         raise CliError(f"--num-real must be >= 2 (a covariance needs 2 clips), got {args.num_real}")
     return metrics
+
+
+def _source_fingerprint(src: Any) -> str:
+    if hasattr(src.items, "fingerprint"):  # a dataset split: its own content fingerprint
+        return str(src.items.fingerprint())
+    h = hashlib.sha256()
+    for p in src.items:  # a folder: names, sizes and mtimes of the files
+        st = Path(p).stat()
+        h.update(f"{p}:{st.st_size}:{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _real_features(src: Any, dets: dict[str, Detector]) -> tuple[dict[str, Any], int, bool]:
+    """Real features through the sweep-wide real-feature cache (one entry per detector)."""
+    from rank_sweep.eval.real_stats import cached_real, real_stats_key
+
+    fp = _source_fingerprint(src)
+    keys = {
+        k: real_stats_key(source="cli", clips=fp, frames=src.frames, detector=d.sha256, size=d.size)
+        for k, d in dets.items()
+    }
+    computed: dict[str, Any] = {}
+
+    def compute(kind: str) -> Any:
+        if not computed:
+            computed.update(source_features(src, dets, "real")[0])
+        return computed[kind]
+
+    out, hits = {}, []
+    for kind, det in dets.items():
+        out[kind], hit = cached_real(keys[kind], det.sha256, lambda k=kind: compute(k))
+        hits.append(hit)
+    if len({len(v) for v in out.values()}) != 1:  # one kind cached from another clip set
+        computed.clear()
+        out = {k: compute(k) for k in dets}
+    return out, len(next(iter(out.values()))), all(hits)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             device=args.device,
             trust_torchscript=args.trust_torchscript,
         )
-    real, n_real = source_features(real_src, dets, "real")
+    real, n_real, cached = _real_features(real_src, dets)
     fake, n_fake = source_features(fake_src, dets, "fake")
     scores = score(
         real,
@@ -132,6 +172,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         kid_subset_size=args.kid_subset_size,
         seed=args.seed,
         bootstrap=args.bootstrap,
+        ddof=args.ddof,
     )
     stamp = protocol_stamp(
         dets.get("video"),
@@ -145,8 +186,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sample_steps=0,
         seed=args.seed,
         kid_subset_size=int(scores.get("kid_subset_size_used", args.kid_subset_size)),
+        cov_ddof=args.ddof,
+        bootstrap=args.bootstrap,
+        tier="cli",
     )
     return {
+        "real_from_cache": cached,
         "metrics": scores,
         "stamp": stamp,
         "n_real": n_real,

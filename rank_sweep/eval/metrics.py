@@ -1,4 +1,7 @@
-"""FVD / KID / KVD as pure float64 numpy functions, plus streaming moments and bootstrap CIs.
+"""FVD / KID / KVD as pure float64 numpy functions, plus streaming moments.
+
+Intervals live in `stats.py` (the percentile bootstrap that used to be here does not
+contain its own point value for these biased estimators).
 
 Frechet distance: d^2 = |mu1 - mu2|^2 + tr(S1) + tr(S2) - 2 tr((S1 S2)^{1/2}).
 The trace term never needs a matrix square root: with S1 = L L^T (Cholesky), S1 S2 is
@@ -12,10 +15,8 @@ real (sqrtm of a non-symmetric product drifts complex and its `disp=` is gone in
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import numpy as np
-from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -77,16 +78,27 @@ def _check_features(real: np.ndarray, fake: np.ndarray, what: str) -> tuple[np.n
     return real, fake
 
 
-def mean_cov(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and unbiased (ddof=1) covariance in float64, as StyleGAN-V's FVD uses."""
+# StyleGAN-V's fvd2048_16f computes the covariance as (x^T x)/N - mu mu^T, i.e. biased
+# (ddof=0); ddof is stamped with every value (`eval.cov_ddof`).
+DEFAULT_DDOF = 0
+
+
+def _check_ddof(ddof: int) -> int:
+    if int(ddof) not in (0, 1):
+        raise ValueError(f"covariance ddof must be 0 (StyleGAN-V) or 1 (unbiased), got {ddof}")
+    return int(ddof)
+
+
+def mean_cov(features: np.ndarray, ddof: int = DEFAULT_DDOF) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance in float64; ddof=0 as StyleGAN-V's FVD."""
     x = _as64(features)
-    return x.mean(axis=0), np.cov(x, rowvar=False)
+    return x.mean(axis=0), np.cov(x, rowvar=False, ddof=_check_ddof(ddof))
 
 
-def fvd_from_features(real: np.ndarray, fake: np.ndarray) -> float:
+def fvd_from_features(real: np.ndarray, fake: np.ndarray, ddof: int = DEFAULT_DDOF) -> float:
     """Frechet distance between Gaussians fitted to [N, D] feature sets (FVD on I3D logits)."""
     real, fake = _check_features(real, fake, "fvd_from_features")
-    return frechet_distance(*mean_cov(real), *mean_cov(fake))
+    return frechet_distance(*mean_cov(real, ddof), *mean_cov(fake, ddof))
 
 
 def effective_subset_size(n_real: int, n_fake: int, requested: int) -> int:
@@ -105,6 +117,46 @@ def effective_subset_size(n_real: int, n_fake: int, requested: int) -> int:
             requested, used, n_real, n_fake,
         )  # fmt: skip
     return used
+
+
+# Frames of one clip are strongly correlated: a KID sample holds at most one frame per clip.
+# The evaluator, the eval CLI and the intervals all take the frame `kid_frame_index(seed, i,
+# T)` of clip i (so only that frame goes through Inception); `kid_from_features` given
+# [N, T, D] draws one frame per clip per subset instead.
+KID_FRAME_RULE = "one-frame-per-clip(index=rng(seed,clip))"
+
+
+def kid_frame_index(seed: int, clip: int, frames: int) -> int:
+    """The frame of clip `clip` that enters KID: a pure function of (seed, clip), so it does
+    not depend on batching, sharding or resumption."""
+    return int(np.random.default_rng([int(seed), int(clip)]).integers(0, int(frames)))
+
+
+def select_kid_frames(x: np.ndarray, seed: int) -> np.ndarray:
+    """[N, T, D] per-frame features -> [N, D] under KID_FRAME_RULE; [N, D] unchanged."""
+    x = _as64(x)
+    if x.ndim == 2:
+        return x
+    if x.ndim != 3:
+        raise ValueError(f"frame features must be [N, D] or [N, T, D], got {x.shape}")
+    pick = [kid_frame_index(seed, i, x.shape[1]) for i in range(len(x))]
+    return x[np.arange(len(x)), pick]
+
+
+def _as_frames(x: np.ndarray) -> np.ndarray:
+    """[N, D] -> [N, 1, D]; [N, T, D] unchanged (float64)."""
+    x = _as64(x)
+    if x.ndim == 2:
+        return x[:, None, :]
+    if x.ndim != 3:
+        raise ValueError(f"KID features must be [N, D] or [N, T, D], got {x.shape}")
+    return x
+
+
+def _one_frame_each(x: np.ndarray, clips: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if x.shape[1] == 1:  # clip-level features: no frame to draw (keeps the rng stream)
+        return x[clips, 0]
+    return x[clips, rng.integers(0, x.shape[1], len(clips))]
 
 
 def polynomial_kernel(
@@ -133,17 +185,23 @@ def kid_from_features(
 ) -> tuple[float, float]:
     """KID: mean and (population) std of unbiased MMD^2 over random subsets, kernel
     (gamma x.y + coef)^degree with gamma = 1/d by default. subset_size larger than either
-    set is reduced (see `effective_subset_size`)."""
-    real, fake = _check_features(real, fake, "kid_from_features")
+    set is reduced (see `effective_subset_size`).
+
+    Per-frame features [N, T, D] are sampled as whole clips: a subset takes `subset_size`
+    distinct clips and one random frame of each (KID_FRAME_RULE). Frames of one clip are
+    strongly correlated; pairing two of them inside the unbiased MMD biases it upwards
+    (identical distributions gave KID 0.040 with all 16 frames per clip, -6e-5 with one)."""
+    real, fake = _as_frames(real), _as_frames(fake)
+    _check_features(real[:, 0], fake[:, 0], "kid_from_features")
     if subsets < 1:
         raise ValueError(f"kid subsets must be >= 1, got {subsets}")
     m = effective_subset_size(len(real), len(fake), subset_size)
-    g = 1.0 / real.shape[1] if gamma is None else float(gamma)
+    g = 1.0 / real.shape[2] if gamma is None else float(gamma)
     rng = np.random.default_rng(seed)
     scores = np.empty(subsets)
     for s in range(subsets):
-        x = fake[rng.choice(len(fake), m, replace=False)]
-        y = real[rng.choice(len(real), m, replace=False)]
+        x = _one_frame_each(fake, rng.choice(len(fake), m, replace=False), rng)
+        y = _one_frame_each(real, rng.choice(len(real), m, replace=False), rng)
         scores[s] = unbiased_mmd2(
             polynomial_kernel(x, x, degree, g, coef),
             polynomial_kernel(y, y, degree, g, coef),
@@ -158,10 +216,11 @@ kvd_from_features = kid_from_features
 
 class StreamingStats:
     """Running float64 mean/covariance (Chan et al. pairwise merge), batch by batch, so the
-    features of thousands of clips never need to be held at once; cov uses ddof=1."""
+    features of thousands of clips never need to be held at once; cov uses `ddof`."""
 
-    def __init__(self, dim: int | None = None) -> None:
+    def __init__(self, dim: int | None = None, ddof: int = DEFAULT_DDOF) -> None:
         self.n = 0
+        self.ddof = _check_ddof(ddof)
         self._dim = dim
         self._mean: np.ndarray | None = None
         self._m2: np.ndarray | None = None
@@ -196,30 +255,4 @@ class StreamingStats:
     def cov(self) -> np.ndarray:
         if self._m2 is None or self.n < 2:
             raise ValueError(f"StreamingStats: covariance needs >= 2 samples, have {self.n}")
-        return self._m2 / (self.n - 1)
-
-
-def bootstrap_ci(
-    real: np.ndarray,
-    fake: np.ndarray,
-    fn: Callable[[np.ndarray, np.ndarray], float],
-    n_boot: int,
-    seed: int,
-    alpha: float = 0.05,
-) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) interval of fn(real, fake), resampling clips (axis 0)
-    with replacement on both sides. Trailing axes ride along, so per-frame features shaped
-    [clips, frames, D] are resampled by clip (frames of one clip are not independent)."""
-    if n_boot < 2:
-        raise ValueError(f"bootstrap needs n_boot >= 2, got {n_boot}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"bootstrap alpha must be in (0, 1), got {alpha}")
-    real, fake = np.asarray(real), np.asarray(fake)
-    rng = np.random.default_rng(seed)
-    values = np.empty(n_boot)
-    for b in tqdm(range(n_boot), desc="bootstrap", leave=False):
-        ir = rng.integers(0, len(real), len(real))
-        jf = rng.integers(0, len(fake), len(fake))
-        values[b] = fn(real[ir], fake[jf])
-    lo, hi = np.quantile(values, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return float(lo), float(hi)
+        return self._m2 / (self.n - self.ddof)

@@ -88,3 +88,22 @@ def real_features(
     feats = np.concatenate(parts).astype(np.float64)
     _write_cache(path, feats, detector.sha256)
     return feats
+
+
+def cached_real(key: str, detector_sha: str, compute: Any) -> tuple[np.ndarray, bool]:
+    """(features, from_cache): the features stored under `key` for this detector, else
+    `compute()` (float64, axis 0 = clip) written there. For callers (the eval CLI) that only
+    learn the number of usable clips while computing."""
+    path = real_stats_path(key)
+    if path.exists():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                feats = np.asarray(z["features"], dtype=np.float64)
+                if str(z["detector_sha256"]) == detector_sha:
+                    log.info("real features from cache %s (%d clips)", path.name, len(feats))
+                    return feats, True
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            log.warning("real-feature cache %s unreadable: recomputing", path.name)
+    feats = np.asarray(compute(), dtype=np.float64)
+    _write_cache(path, feats, detector_sha)
+    return feats, False

@@ -1,4 +1,4 @@
-"""Score generated against real detector features (FVD, KID, optional KVD, bootstrap CIs)
+"""Score generated against real detector features (FVD, KID, optional KVD, intervals)
 and build the protocol stamp logged with every value."""
 
 from __future__ import annotations
@@ -8,20 +8,23 @@ from typing import Any, Optional
 import numpy as np
 
 from rank_sweep.eval.metrics import (
-    bootstrap_ci,
+    DEFAULT_DDOF,
+    KID_FRAME_RULE,
     effective_subset_size,
     fvd_from_features,
     kid_from_features,
     kvd_from_features,
 )
+from rank_sweep.eval.stats import (
+    INTERVAL_METHOD,
+    BootstrapSpec,
+    one_frame_per_clip,
+    replicate_table,
+    run_interval,
+)
 from rank_sweep.track import contract as C
 
 KNOWN_METRICS = (C.FVD, C.KID, C.KVD)
-
-
-def _frames_flat(x: np.ndarray) -> np.ndarray:
-    # Per-frame Inception features [clips, T, D] -> samples [clips * T, D]; [N, D] unchanged.
-    return x.reshape(-1, x.shape[-1])
 
 
 def _need(feats: dict[str, np.ndarray], kind: str, metric: str, side: str) -> np.ndarray:
@@ -41,44 +44,39 @@ def score(
     kid_subset_size: int,
     seed: int,
     bootstrap: int = 0,
+    ddof: int = DEFAULT_DDOF,
+    level: float = 0.95,
 ) -> dict[str, float]:
     """{"fvd", "kid", "kid_std", ["kvd", "kvd_std"], "kid_subset_size_used"} and, with
-    bootstrap > 0, 95% percentile CIs "<metric>_ci_lo" / "<metric>_ci_hi" over clips.
+    bootstrap > 0, intervals "<metric>_ci_lo" / "<metric>_ci_hi" that contain the point
+    (see `stats.py`: basic bootstrap about the median, resampling clips as counts).
 
     real/fake map detector kind to features: "video" (I3D, [N, 400]) and "frame"
-    (Inception, [N, T, 2048] per frame or [N, 2048]). KID runs on frames."""
+    (Inception, [N, T, 2048] per frame or [N, 2048]). KID takes one frame per clip in
+    each subset, so its subset size is at most the number of clips."""
     bad = [m for m in metrics if m not in KNOWN_METRICS]
     if bad or not metrics:
         raise ValueError(
             f"metrics {list(metrics)} invalid; allowed: a non-empty subset of {list(KNOWN_METRICS)}"
         )
     out: dict[str, float] = {}
+    spec = BootstrapSpec(n_boot=int(bootstrap), seed=int(seed), level=level, ddof=int(ddof))
     if "fvd" in metrics:
         rv, fv = _need(real, "video", "fvd", "real"), _need(fake, "video", "fvd", "fake")
-        out["fvd"] = fvd_from_features(rv, fv)
+        out["fvd"] = fvd_from_features(rv, fv, ddof=ddof)
         if bootstrap > 0:
-            out[C.ci_name(C.FVD, "lo")], out[C.ci_name(C.FVD, "hi")] = bootstrap_ci(
-                rv, fv, fvd_from_features, bootstrap, seed
-            )
+            ci = run_interval(out["fvd"], replicate_table("fvd", rv, [fv], spec)[:, 0], level)
+            out["fvd_ci_lo"], out["fvd_ci_hi"] = ci.lo, ci.hi
     if "kid" in metrics:
         rf, ff = _need(real, "frame", "kid", "real"), _need(fake, "frame", "kid", "fake")
-        m = effective_subset_size(len(_frames_flat(rf)), len(_frames_flat(ff)), kid_subset_size)
-        out["kid"], out["kid_std"] = kid_from_features(
-            _frames_flat(rf), _frames_flat(ff), kid_subsets, m, seed=seed
-        )
+        rf, ff = one_frame_per_clip(rf, seed), one_frame_per_clip(ff, seed)
+        m = effective_subset_size(len(rf), len(ff), kid_subset_size)
+        out["kid"], out["kid_std"] = kid_from_features(rf, ff, kid_subsets, m, seed=seed)
         out["kid_subset_size_used"] = float(m)
         if bootstrap > 0:
-            # Each replicate re-runs KID; a tenth of the subsets keeps the final eval
-            # affordable, and the extra subset noise only widens (never narrows) the CI.
-            subsets = max(10, kid_subsets // 10)
-
-            def kid_fn(r: np.ndarray, f: np.ndarray) -> float:
-                r, f = _frames_flat(r), _frames_flat(f)
-                size = min(m, len(r), len(f))
-                return kid_from_features(r, f, subsets, size, seed=seed)[0]
-
-            ci = bootstrap_ci(rf, ff, kid_fn, bootstrap, seed)
-            out[C.ci_name(C.KID, "lo")], out[C.ci_name(C.KID, "hi")] = ci
+            reps = replicate_table("kid", rf, [ff], spec)
+            ci = run_interval(out["kid"], reps[:, 0], level)
+            out["kid_ci_lo"], out["kid_ci_hi"] = ci.lo, ci.hi
     if "kvd" in metrics:
         rv, fv = _need(real, "video", "kvd", "real"), _need(fake, "video", "kvd", "fake")
         mv = effective_subset_size(len(rv), len(fv), kid_subset_size)
@@ -112,9 +110,24 @@ def protocol_stamp(
     sample_steps: int,
     seed: int,
     kid_subset_size: int,
+    fps: Any = "native",
+    guidance_scale: float = 0.0,
+    negative_prompt: str = "",
+    sampler: str = "none",
+    sample_frames: int = 0,
+    model_dtype: str = "none",
+    cov_ddof: int = DEFAULT_DDOF,
+    bootstrap: int = 0,
+    tier: str = "final",
+    split_rule: str = "as-listed",
 ) -> dict[str, str]:
     """Flat str->str stamp (MLflow params/tags). `detector.pretrained` is "false" when any
-    detector in use is random-init: such numbers only compare runs with each other."""
+    detector in use is random-init: such numbers only compare runs with each other.
+
+    Every knob that changes the number is here (fps of the real clips, guidance, negative
+    prompt, sampler, frames generated, model dtype, covariance ddof, KID frame rule,
+    interval method, tier), so the report can refuse to compare unlike numbers. Clips that
+    were not generated (the eval CLI) carry sampler "none"."""
     dets = [d for d in (video_det, frame_det) if d is not None]
     if not dets:
         raise ValueError("protocol_stamp needs at least one detector")
@@ -131,5 +144,16 @@ def protocol_stamp(
         "eval.sample_steps": str(sample_steps),
         "eval.seed": str(seed),
         "eval.kid_subset_size": str(kid_subset_size),
+        "eval.fps": str(fps),
+        "eval.guidance_scale": f"{float(guidance_scale):g}",
+        "eval.negative_prompt": str(negative_prompt),
+        "eval.sampler": str(sampler),
+        "eval.sample_frames": str(sample_frames),
+        "eval.model_dtype": str(model_dtype),
+        "eval.cov_ddof": str(int(cov_ddof)),
+        "eval.kid_frame_rule": KID_FRAME_RULE,
+        "eval.interval": f"{INTERVAL_METHOD} x{int(bootstrap)}" if bootstrap else "none",
+        "eval.tier": str(tier),
+        "eval.split_rule": str(split_rule),
     }
     return stamp

@@ -23,7 +23,9 @@ log = logging.getLogger(__name__)
 
 
 def objective_key(cfg: DictConfig) -> str:
-    return cfg.prune.metric or C.dataset_metric(C.FVD, cfg.data.name)
+    from rank_sweep.eval.tiers import rung_metric
+
+    return rung_metric(cfg)  # a periodic (validation) metric: selection never sees test
 
 
 @dataclass

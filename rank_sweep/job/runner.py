@@ -110,7 +110,8 @@ class EvalRecorder:
         self.reporter.log_metrics(metrics, step)
         if val_loss is not None:
             metrics[C.VAL_LOSS] = val_loss
-        if not self.history:  # the stamp is fixed for the job: log it once (params are immutable)
+        # Per tier: the final tier's fields appear at the end (same values on a rerun).
+        if result.stamp:
             dataset = str(self.cfg.data.name)
             self.reporter.log_params(
                 {C.protocol_param(dataset, k): v for k, v in result.stamp.items()}
@@ -119,6 +120,8 @@ class EvalRecorder:
             self.reporter.set_tags({C.TAG_DETECTOR_PRETRAINED: pretrained})
         for video in result.videos:
             self.reporter.log_artifact(video, C.SAMPLES_DIR)
+        for path, where in result.artifacts:  # final tier: generated features for pairing
+            self.reporter.log_artifact(path, where)
         self.history.append({"step": step, **metrics})
         value = metrics.get(self.key)
         if value is None:
@@ -178,6 +181,7 @@ class JobRunner:
     def _setup_data(self) -> None:
         """Train / validation / eval clip sets and their cached latents."""
         from rank_sweep.data import build_dataset
+        from rank_sweep.eval.tiers import fit_split, val_split
         from rank_sweep.model.precompute import precompute_cached
         from rank_sweep.model.spec import WanSpec
 
@@ -186,10 +190,10 @@ class JobRunner:
         seed = self.cfg.train.seed
         max_train = d.max_train_clips
         train_set = build_dataset(
-            d, d.train_split, train=True, seed=seed, max_clips=max_train, **size
+            d, fit_split(d), train=True, seed=seed, max_clips=max_train, **size
         )
         val_set = build_dataset(
-            d, d.eval_split, train=False, max_clips=self.cfg.train.val_clips, **size
+            d, val_split(d), train=False, max_clips=self.cfg.train.val_clips, **size
         )
         e = self.cfg.eval
         eval_frames = max(int(e.sample_frames or d.frames), int(e.frames))
@@ -212,7 +216,10 @@ class JobRunner:
         """Detectors, real features and sampling conditioning (while the encoders are loaded)."""
         from rank_sweep.eval.evaluator import Evaluator
 
-        evaluator = Evaluator(self.cfg, self.spec, self.eval_set, self.device)
+        evaluator = Evaluator(
+            self.cfg, self.spec, self.eval_set, self.device,
+            state_dir=self.state_dir, dist_ctx=self.dist_ctx,
+        )  # fmt: skip
         evaluator.prepare()
         self.recorder = EvalRecorder(self.cfg, self.reporter, evaluator, self.out_dir)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rank_sweep.report import plots, render
+from rank_sweep.report import paired, plots, render
 from rank_sweep.report.table import (
     RANDOM_INIT_BANNER,
     add_deltas,
@@ -33,7 +33,13 @@ class ReportPaths:
     warnings: list[str] = field(default_factory=list)
 
 
-def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -> ReportPaths:
+def build_report(
+    df: pd.DataFrame,
+    out_dir: Path,
+    *,
+    title: str | None = None,
+    features: dict[str, paired.RunFeatures] | None = None,
+) -> ReportPaths:
     """Write the report of the runs in `df` (as `load_runs` returns, possibly sliced).
 
     Rows are re-ordered and deltas recomputed, so a slice (one seed, some ranks) gets a
@@ -44,7 +50,13 @@ def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     df = add_deltas(order_rows(df))
-    warnings = report_warnings(df)
+    # Paired comparisons from the runs' saved per-clip features (eval_features artifact).
+    df, bad_ci = paired.drop_bad_intervals(df)
+    if features is None:
+        uri = df.attrs.get("tracking_uri")
+        features = paired.download_features(uri, list(df["run_id"])) if uri else {}
+    df, unpaired = paired.add_paired(df, features)
+    warnings = report_warnings(df) + bad_ci + unpaired
     for w in warnings:
         log.warning("%s", w)
 
@@ -53,6 +65,7 @@ def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -
         "kid_vs_rank": ("KID vs LoRA rank", lambda: plots.fig_metric_vs_rank(df, "kid")),
         "fvd_vs_params": ("FVD vs trainable parameters", lambda: plots.fig_fvd_vs_params(df)),
         "fvd_over_steps": ("FVD over training steps", lambda: plots.fig_fvd_over_steps(df)),
+        "paired_fvd": ("Paired ΔFVD vs full and vs best", lambda: paired.fig_paired(df)),
     }
     pngs: dict[str, Path] = {}
     captions: dict[str, Path] = {}
@@ -86,6 +99,7 @@ def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -
         stamp=protocol_stamp(df),
         plots=captions,
         samples=strips,
+        paired=paired.paired_display(df),
     )
     md = out_dir / "report.md"
     md.write_text(render.markdown(content), encoding="utf-8")

@@ -54,9 +54,8 @@ def _no_data(ax, what: str) -> None:
 
 def _yerr(v: pd.Series, lo: pd.Series, hi: pd.Series) -> np.ndarray:
     # CIs absent (pruned runs, no bootstrap) give NaN bars, which matplotlib leaves out.
-    # Intervals contain their values; a bar that would point the wrong way means a broken
-    # interval, and it is drawn as it is (never clipped into looking right).
-    return np.vstack([(v - lo).abs(), (hi - v).abs()]).astype(float)
+    # Intervals contain their points (eval/stats.py): nothing to clip, nothing hidden.
+    return np.vstack([v - lo, hi - v]).astype(float)
 
 
 def _col(df: pd.DataFrame, name: str) -> pd.Series:

@@ -24,6 +24,8 @@ class ReportContent:
     plots: dict[str, Path] = field(default_factory=dict)  # caption -> PNG
     # (run label, strip PNG, note) per run: first | middle | last frame of a generated clip
     samples: list[tuple[str, Path, str]] = field(default_factory=list)
+    # Paired comparisons (report/paired.py): headers, rows, recommendation lines.
+    paired: tuple[list[str], list[list[str]], list[str]] = ([], [], [])
 
 
 def _md_cell(text: str) -> str:
@@ -42,6 +44,13 @@ def markdown(c: ReportContent) -> str:
     out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in c.rows]
     out += ["", "Δ = run minus the full fine-tune baseline (same seed when available).", ""]
     out += [COST_NOTE, ""]
+    ph, prows, recs = c.paired
+    if recs or prows:
+        out += ["## Paired comparisons", ""] + [f"**{_md_cell(r)}**" for r in recs] + [""]
+        out.append("| " + " | ".join(_md_cell(h) for h in ph) + " |")
+        out.append("|" + "---|" * len(ph))
+        out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in prows]
+        out += ["", PAIRED_NOTE, ""]
     out += ["## Protocol stamp", ""]
     if not c.stamp:
         out += ["No protocol stamp in any run.", ""]
@@ -61,6 +70,13 @@ def markdown(c: ReportContent) -> str:
             ]
     return "\n".join(out) + "\n"
 
+
+PAIRED_NOTE = (
+    "Paired Δ: both runs scored on the same real clips and the same generated clip indices "
+    "(same first frame, prompt and noise), resampled together; a run is tied with the best "
+    "when the 95% interval of its Δ to the best contains 0. Per-run intervals in the table "
+    "above cover each run's own estimate; do not compare runs by overlapping them."
+)
 
 # Wide tables scroll inside their own box (the page never scrolls sideways); headers wrap,
 # numbers do not; plots take the full column width. No external resources: works offline.
@@ -113,6 +129,11 @@ def html_page(c: ReportContent) -> str:
     parts += ["<h2>Results</h2>", _table(c.headers, c.rows)]
     parts.append("<p>Δ = run minus the full fine-tune baseline (same seed when available).</p>")
     parts.append(f"<p>{html.escape(COST_NOTE)}</p>")
+    ph, prows, recs = c.paired
+    if recs or prows:
+        parts.append("<h2>Paired comparisons</h2>")
+        parts += [f"<p><b>{e(r)}</b></p>" for r in recs]
+        parts += [_table(ph, prows), f"<p>{e(PAIRED_NOTE)}</p>"]
     parts.append("<h2>Protocol stamp</h2>")
     if not c.stamp:
         parts.append("<p>No protocol stamp in any run.</p>")

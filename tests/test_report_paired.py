@@ -1,0 +1,87 @@
+"""Paired comparisons in the report: ΔFVD/ΔKID vs full and vs best from saved per-clip
+features, the tied-with-best set, the one-line recommendation, and a results.csv in which
+every interval contains its point."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_report_table import write_sweep
+
+from rank_sweep.eval.scoring import score
+from rank_sweep.report import build_report, load_runs
+from rank_sweep.report.paired import RunFeatures, drop_bad_intervals, recommendation
+
+SHIFT = {None: 0.0, 4: 1.0, 8: 0.7, 16: 0.1, 32: 0.05}  # mean shift of each run's features
+
+
+@pytest.fixture(scope="module")
+def paired_report(tmp_path_factory):
+    from mlflow.tracking import MlflowClient
+
+    root = tmp_path_factory.mktemp("paired_store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("paired", artifact_location=(root / "art").as_uri())
+    write_sweep(client, exp, root, sweep_id="p", start=1_000, ranks=(4, 8, 16, 32))
+    df = load_runs(uri, "paired")
+    rng = np.random.default_rng(0)
+    n, d = 200, 16
+    real = {"video": rng.normal(size=(n, d)), "frame": rng.normal(size=(n, 8))}
+    z = {"video": rng.normal(size=(n, d)), "frame": rng.normal(size=(n, 8))}  # shared noise
+    feats = {}
+    for i, r in df.iterrows():
+        rank = None if r["method"] == "full" else int(r["rank"])
+        fake = {k: z[k] + 0.3 * rng.normal(size=z[k].shape) for k in z}
+        for k in fake:
+            fake[k][:, 0] += SHIFT[rank]
+        feats[r["run_id"]] = RunFeatures(
+            real, fake, {"eval.dataset": "ucf101", "eval.cov_ddof": "0"}
+        )
+        s = score(real, fake, metrics=["fvd", "kid"], kid_subsets=10, kid_subset_size=100,
+                  seed=0, bootstrap=50)  # fmt: skip
+        for key, v in s.items():
+            if key != "kid_subset_size_used":
+                df.loc[i, f"{key}/ucf101"] = v
+    out = tmp_path_factory.mktemp("paired_report")
+    return build_report(df, out, features=feats), pd.read_csv(out / "results.csv")
+
+
+def test_tied_set_and_recommendation(paired_report) -> None:
+    paths, csv = paired_report
+    tied = csv[csv["tied_best_fvd/ucf101"].astype(str) == "True"]
+    labels = {"full" if m == "full" else int(r) for m, r in zip(tied["method"], tied["rank"])}
+    assert labels == {"full", 16, 32}
+    line = recommendation(csv, "ucf101")
+    assert "Recommendation: rank 16" in line and "tied with full fine-tuning" in line
+    md = paths.markdown.read_text()
+    assert "## Paired comparisons" in md and "Recommendation: rank 16" in md
+    assert "ΔFVD vs best ucf101" in md and "paired_fvd.png" in md
+    assert "overlapping" not in md.replace("do not compare runs by overlapping them", "")
+
+
+def test_every_interval_in_results_csv_contains_its_point(paired_report) -> None:
+    _, csv = paired_report
+    pairs = [
+        (c, c.replace("_ci_lo/", "/"), c.replace("_lo/", "_hi/")) for c in csv if "_ci_lo/" in c
+    ]
+    pairs += [(c, c.replace("_lo/", "/"), c.replace("_lo/", "_hi/"))
+              for c in csv if c.startswith("pdelta_") and "_lo/" in c]  # fmt: skip
+    checked = 0
+    for lo, point, hi in pairs:
+        ok = csv[lo].notna()
+        assert (csv.loc[ok, lo] <= csv.loc[ok, point]).all(), lo
+        assert (csv.loc[ok, point] <= csv.loc[ok, hi]).all(), hi
+        checked += int(ok.sum())
+    assert checked >= 5 * 6  # 5 runs x (fvd, kid, 4 paired deltas) on ucf101 at least
+    best = csv[csv["pdelta_fvd_best/ucf101"] == 0.0]
+    assert len(best) == 1 and best["fvd/ucf101"].iloc[0] == csv["fvd/ucf101"].min()
+
+
+def test_intervals_that_miss_their_point_are_dropped() -> None:
+    df = pd.DataFrame({"run_id": ["a", "b"], "run_name": ["a", "b"], "fvd/x": [220.8, 5.0],
+                       "fvd_ci_lo/x": [418.0, 4.0], "fvd_ci_hi/x": [436.0, 6.0]})  # fmt: skip
+    out, warnings = drop_bad_intervals(df)
+    assert out["fvd_ci_lo/x"].isna().tolist() == [True, False]
+    assert len(warnings) == 1 and "does not contain 220.8" in warnings[0]
