@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from rank_sweep.paths import cache_dir
 
-_IGNORED_TOP = ("track", "sweep_name", "output_dir", "state_dir", "dry_run", "extras", "hydra")
+_IGNORED_TOP = ("track", "sweep_name", "output_dir", "state_dir", "dry_run", "extras", "hydra", "plan")
 
 
 def effective_config(cfg: DictConfig) -> dict[str, Any]:

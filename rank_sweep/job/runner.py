@@ -73,6 +73,7 @@ def _run(
     from rank_sweep.model.precompute import cache_key, precompute
     from rank_sweep.model.spec import WanSpec, forward_batch
     from rank_sweep.train.loop import TrainHooks, train
+    from rank_sweep.train.precision import base_dtype, cast_trainable, save_dtype, upcast_trainable
 
     device = pick_device(cfg, getattr(dist_ctx, "local_rank", 0))
     torch.manual_seed(cfg.train.seed)
@@ -112,9 +113,10 @@ def _run(
     evaluator.prepare()  # real features + sampling conditioning, while the encoders are loaded
     spec.free_encoders()
 
-    transformer = spec.load_transformer()
+    transformer = spec.load_transformer(dtype=base_dtype(cfg))
     total_params = sum(p.numel() for p in transformer.parameters())
     trainable = apply_finetune(transformer, cfg.finetune.method, cfg.lora)
+    upcast_trainable(transformer)  # adapters and their AdamW state in fp32
     reporter.log_metrics(
         {"model/trainable_params": trainable, "model/total_params": total_params}, 0
     )
@@ -204,12 +206,15 @@ def _run(
         from rank_sweep.train.state import unsharded_copy
 
         def build() -> Any:
-            fresh = spec.load_transformer()
+            fresh = spec.load_transformer(dtype=base_dtype(cfg))
             apply_finetune(fresh, cfg.finetune.method, cfg.lora)
+            upcast_trainable(fresh)
             return fresh
 
         plain = unsharded_copy(model, build, dist_ctx)  # collective: every rank calls it
     if reporter.enabled:
+        if cfg.finetune.method == "lora":
+            cast_trainable(plain, save_dtype(cfg))  # training is over: bf16 file by default
         saved = save_result(plain, cfg.finetune.method, out_dir / _result_dir(cfg), _lora_meta(cfg))
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         reporter.log_metrics(
