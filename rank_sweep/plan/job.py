@@ -75,7 +75,7 @@ class JobPlan:
     eval_gpu_hours: float
     gpu_hours: float
     wall_h: float
-    starts: int  # 1 + requeues needed under the time limit
+    starts: int  # allocations needed under the time limit (1 + requeues); 0 = never finishes
     memory: MemoryPlan
     peak_mem_gb: float
     gpu_memory_gb: float
@@ -174,7 +174,7 @@ def plan_job(cfg: DictConfig, gpu: GpuSpec, launcher: Launcher | None = None) ->
         final.wall_h_per_run if final and final.runs else 0.0,
         launcher.time_limit_h,
     )
-    wall += starts * LOAD_H
+    wall += max(starts, 1) * LOAD_H
     label = f"lora-r{rank}" if rank is not None else "full"
     plan = JobPlan(
         label=label,
@@ -213,7 +213,7 @@ def count_starts(
         return 1
     usable = limit_h - LOAD_H
     if usable <= 0:
-        return 10**6
+        return 0
     chunks = len(periodic_h) + 1
     items: list[tuple[float, bool]] = []
     for h in periodic_h:
@@ -228,7 +228,7 @@ def count_starts(
             left -= hours
         elif hours > 0:
             if hours > usable:
-                return 10**6  # refused below: one eval longer than the limit
+                return 0  # refused below: one eval longer than the limit
             if hours > left:
                 starts, left = starts + 1, usable
             left -= hours
@@ -266,7 +266,7 @@ def refusals(plan: JobPlan, cfg: DictConfig, launcher: Launcher, gpu: GpuSpec) -
                     f"{plan.gpus} GPU(s) > the {launcher.time_limit_h:.0f} h time limit: lower "
                     "eval.num_fake / eval.sample_steps, or run generation on more GPUs"
                 )
-        if plan.starts - 1 > launcher.max_requeues and plan.starts < 10**6:
+        if plan.starts - 1 > launcher.max_requeues:
             out.append(
                 f"{plan.label}: ~{plan.wall_h:.0f} h of wall needs {plan.starts - 1} requeue(s) of "
                 f"the {launcher.time_limit_h:.0f} h limit: set hydra.launcher.max_num_timeout>="

@@ -28,7 +28,7 @@ def format_plan(plan: SweepPlan) -> str:
         lines.append(
             f"{j.label:<9}{j.gpus:>5}{j.global_batch:>7}{j.samples_seen:>9,}"
             f"{j.train_pflop_per_sample:>8.2f}{j.peak_mem_gb:>8.1f}{_h(j.train_gpu_hours):>12}"
-            f"{_h(j.eval_gpu_hours):>11}{_h(j.final_gpu_hours):>12}{j.wall_h:>8.1f}{j.starts:>7}"
+            f"{_h(j.eval_gpu_hours):>11}{_h(j.final_gpu_hours):>12}{j.wall_h:>8.1f}{j.starts or 'never':>7}"
         )
     if plan.jobs:
         m = plan.jobs[0].memory

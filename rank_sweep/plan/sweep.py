@@ -105,7 +105,7 @@ def rung_schedule(cfg: DictConfig, n_arms: int) -> tuple[list[float], list[int]]
         fractions.append(1.0)
     eta = int(sel(cfg, "prune.eta", None) or sel(cfg, "prune.reduction_factor", 2))
     arms, n = [], n_arms
-    for i in range(len(fractions)):
+    for _ in fractions:
         arms.append(n)
         n = max(1, math.ceil(n / eta))  # decided at the end of segment i
     return fractions, arms
