@@ -145,3 +145,23 @@ def test_embedded_default_plans_on_cpu(capsys) -> None:
     assert main(["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["gpu"]["kind"] == "cpu" and len(out["jobs"]) == 1
+
+
+def test_a_refused_sweep_stops_before_any_job(tmp_path) -> None:
+    """The sweep callback plans the multirun first: a refusal ends the command with the
+    reason before the sweep store or any job exists."""
+    import subprocess
+    import sys
+
+    from rank_sweep.paths import REPO_ROOT
+
+    sweep_dir = tmp_path / "sweep"
+    cmd = [
+        sys.executable, "-m", "rank_sweep", "-m", "lora.rank=4,8", "track=off",
+        "hydra/launcher=slurm", "hydra.launcher.timeout_min=1",
+        f"prune.storage=sqlite:///{tmp_path}/optuna.db", f"hydra.sweep.dir={sweep_dir}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "time limit" in proc.stdout + proc.stderr
+    assert not (sweep_dir / "sweep.json").exists()

@@ -44,15 +44,17 @@ def compose_jobs(
         raise ValueError(f"sweep overrides {sweeping} need -m (multirun)")
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
 
-    GlobalHydra.instance().clear()
+    def _compose_all() -> tuple[list[DictConfig], DictConfig]:
+        first = compose(config_name="config", overrides=fixed, return_hydra_config=True)
+        params = OmegaConf.select(first, "hydra.sweeper.params", default=None)
+        params = OmegaConf.to_container(params) if params is not None and multirun else None
+        job_overrides = expand(list(overrides), params) if multirun else [fixed]
+        return [compose(config_name="config", overrides=o) for o in job_overrides], first.hydra
+
+    if GlobalHydra.instance().is_initialized():  # inside a running app (the sweep callback)
+        return _compose_all()
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            first = compose(config_name="config", overrides=fixed, return_hydra_config=True)
-            params = OmegaConf.select(first, "hydra.sweeper.params", default=None)
-            params = OmegaConf.to_container(params) if params is not None and multirun else None
-            job_overrides = expand(list(overrides), params) if multirun else [fixed]
-            jobs = [compose(config_name="config", overrides=o) for o in job_overrides]
+            return _compose_all()
     finally:
         GlobalHydra.instance().clear()
-    hydra_cfg = first.hydra
-    return jobs, hydra_cfg

@@ -266,6 +266,11 @@ def refusals(plan: JobPlan, cfg: DictConfig, launcher: Launcher, gpu: GpuSpec) -
                     f"{plan.gpus} GPU(s) > the {launcher.time_limit_h:.0f} h time limit: lower "
                     "eval.num_fake / eval.sample_steps, or run generation on more GPUs"
                 )
+        if plan.starts == 0 and not any("eval takes" in r for r in out):
+            out.append(
+                f"{plan.label}: the {launcher.time_limit_h:.2f} h time limit leaves no time "
+                f"after the ~{LOAD_H:.1f} h of loading: raise hydra.launcher.timeout_min"
+            )
         if plan.starts - 1 > launcher.max_requeues:
             out.append(
                 f"{plan.label}: ~{plan.wall_h:.0f} h of wall needs {plan.starts - 1} requeue(s) of "

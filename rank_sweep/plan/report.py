@@ -11,6 +11,8 @@ log = logging.getLogger(__name__)
 
 
 def _h(x: float) -> str:
+    if 0 < x < 0.1:
+        return f"{x:.2g}"  # the tiny CPU model: GPU-hours are fractions of a second
     return f"{x:,.1f}" if x < 1000 else f"{x:,.0f}"
 
 
@@ -52,16 +54,43 @@ def format_plan(plan: SweepPlan) -> str:
 
 def log_sweep_plan(config: Any) -> SweepPlan | None:
     """Plan the multirun that is starting (called from the sweep callback): log it, and
-    raise PlanRefused when a job cannot fit or finish and `plan.refuse` is on."""
+    raise PlanRefused when a job cannot fit or finish and `plan.refuse` is on. A plan
+    that cannot be computed (e.g. a sweep syntax it does not expand) is a warning: the
+    plan advises, the jobs' own config checks still run."""
     from omegaconf import OmegaConf
 
     from rank_sweep.plan.compose import compose_jobs
     from rank_sweep.plan.sweep import check, plan_sweep
 
     task = list(OmegaConf.select(config, "hydra.overrides.task", default=[]) or [])
-    jobs, hydra_cfg = compose_jobs(task, multirun=True)
-    plan = plan_sweep(jobs, hydra_cfg)
+    hydra_side = OmegaConf.select(config, "hydra.overrides.hydra", default=[]) or []
+    prefixes = ("hydra/launcher", "hydra.launcher", "hydra/sweeper", "hydra.sweeper")
+    task += [str(o) for o in hydra_side if str(o).lstrip("+~").startswith(prefixes)]
+    try:
+        jobs, hydra_cfg = compose_jobs(task, multirun=True)
+        plan = plan_sweep(jobs, hydra_cfg)
+    except Exception as exc:  # noqa: BLE001 -- reported, and the sweep's own checks follow
+        log.warning("cost plan unavailable for this sweep: %s", str(exc).splitlines()[0])
+        return None
     log.info("%s", format_plan(plan))
     if bool(OmegaConf.select(config, "plan.refuse", default=True)):
         check(plan)
     return plan
+
+
+def log_plan_on_run(tracking_uri: str, run_id: str, plan: SweepPlan) -> None:
+    """The plan as `plan.json` + headline params on the sweep's parent run."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    client.log_dict(run_id, plan.to_dict(), "plan.json")
+    for key, value in (
+        ("plan.gpu", plan.gpu.kind),
+        ("plan.gpu_hours", f"{plan.gpu_hours:.1f}"),
+        ("plan.train_gpu_hours", f"{plan.train_gpu_hours:.1f}"),
+        ("plan.eval_gpu_hours", f"{plan.eval_gpu_hours:.1f}"),
+    ):
+        try:
+            client.log_param(run_id, key, value)
+        except Exception:  # noqa: BLE001 -- a resumed parent already has the param
+            log.debug("param %s already on run %s", key, run_id)

@@ -95,15 +95,19 @@ class SweepCallback(Callback):
     """MLflow parent run + Optuna study per multirun; `sweep.json` for the jobs."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from rank_sweep.plan.report import log_plan_on_run, log_sweep_plan
         from rank_sweep.prune.study import default_storage, make_pruner, open_study
         from rank_sweep.track.store import default_tracking_uri
 
+        plan = log_sweep_plan(config)  # cost plan; refuses a sweep that cannot fit or finish
         sweep_id = sweep_id_for(config)
         experiment = str(config.track.experiment)
         uri = parent = None
         if config.track.enabled:
             uri = config.track.uri or default_tracking_uri()
             parent = _open_parent(config, sweep_id, uri, experiment)
+            if plan is not None:
+                log_plan_on_run(uri, parent, plan)
         storage = config.prune.storage or default_storage()
         # Created even with prune=none: the trials still record every job for the dashboard.
         open_study(storage, sweep_id, make_pruner(config.prune), create=True)
