@@ -165,3 +165,51 @@ def test_a_refused_sweep_stops_before_any_job(tmp_path) -> None:
     assert proc.returncode != 0
     assert "time limit" in proc.stdout + proc.stderr
     assert not (sweep_dir / "sweep.json").exists()
+
+
+def test_successive_halving_schedule_costs_only_finalists(compose) -> None:
+    """With synchronous halving rungs (prune.rungs, prune.eta) the plan trains the mean arm
+    over the surviving fractions and runs the final tier for the finalists only."""
+    from omegaconf import OmegaConf
+
+    from rank_sweep.plan.sweep import plan_sweep, rung_schedule
+
+    jobs = []
+    for r in (4, 8, 16, 32, 64):
+        cfg = compose(["+experiment=ucf101_rank_sweep_14b", f"lora.rank={r}", "prune=asha"])
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # untyped copy
+        cfg.prune.rungs, cfg.prune.eta = [0.25, 0.5], 2  # the synchronous sweeper's keys
+        jobs.append(cfg)
+    assert rung_schedule(jobs[0], 5) == ([0.25, 0.5, 1.0], [5, 3, 2])
+    plan = plan_sweep(jobs, None, resolve_gpu("h100"))
+    assert plan.finalists == 2
+    mean_train = sum(j.train_gpu_hours for j in plan.jobs) / 5
+    assert plan.train_gpu_hours == pytest.approx(mean_train * (5 * 0.25 + 3 * 0.25 + 2 * 0.5))
+    assert plan.gpu_hours < plan.gpu_hours_no_pruning
+
+
+def test_eval_tier_nodes_and_sharding_are_read(compose, monkeypatch) -> None:
+    """A config with eval.periodic / eval.final nodes is costed from them, and a sharding
+    evaluator divides generation over the ranks instead of repeating it."""
+    from omegaconf import OmegaConf
+
+    from rank_sweep.eval import evaluator
+    from rank_sweep.plan.tiers import generation_tiers
+
+    cfg = compose(["+experiment=ucf101_rank_sweep_14b", "lora.rank=8", "eval.every=1000"])
+    flat = {t.name: t for t in generation_tiers(cfg)}
+    assert flat["periodic"].runs == 3 and flat["periodic"].clips == 256
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # untyped copy
+    cfg.eval.periodic = {"num_fake": 32, "sample_steps": 20}
+    cfg.eval.final = {"num_fake": 2048}
+    tiers = {t.name: t for t in generation_tiers(cfg)}
+    assert (tiers["periodic"].clips, tiers["periodic"].steps) == (32, 20)
+    assert (tiers["final"].clips, tiers["final"].steps, tiers["final"].runs) == (2048, 40, 1)
+
+    cfg = compose(["+experiment=ucf101_rank_sweep_14b", "lora.rank=8", "dist=fsdp"])
+    cfg.dist.nproc_per_node = 2
+    unsharded = plan_job(cfg, resolve_gpu("h100"))
+    monkeypatch.setattr(evaluator, "SHARDED_GENERATION", True, raising=False)
+    sharded = plan_job(cfg, resolve_gpu("h100"))
+    assert sharded.final_gpu_hours == pytest.approx(unsharded.final_gpu_hours / 2)
+    assert sharded.tiers[1].wall_h_per_run == pytest.approx(unsharded.tiers[1].wall_h_per_run / 2)
