@@ -100,3 +100,39 @@ def test_a_job_cut_inside_an_eval_reruns_that_eval_and_matches(tmp_path: Path) -
     assert calls == [4, 8]  # the cut eval first, then training goes on
     assert ref.keys() == got.keys()
     assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+@pytest.mark.slow
+def test_a_job_that_spawned_workers_forwards_the_signal(tmp_path: Path) -> None:
+    """SIGUSR1 to the job process (what SLURM signals): the spawned FSDP workers checkpoint,
+    the job exits 75, the rerun finishes with the same weights as an uninterrupted job."""
+    script = Path(__file__).with_name("_slurm_node.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), SIGNALS_ENV: "USR1"}
+
+    def start(state: Path, out: Path, sleep: str) -> subprocess.Popen:
+        cmd = [sys.executable, str(script), "--state-dir", str(state), "--out", str(out)]
+        return subprocess.Popen(
+            [*cmd, "--sleep", sleep], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+
+    state, out = tmp_path / "state", tmp_path / "out.safetensors"
+    p = start(state, out, "0.3")
+    t0 = time.monotonic()
+    while _step(state) < 2:
+        assert p.poll() is None, p.stderr.read().decode()[-2000:]
+        assert time.monotonic() - t0 < 300, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    p.send_signal(signal.SIGUSR1)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == REQUEUE_EXIT_CODE, err.decode()[-3000:]
+    assert 2 <= _step(state) < 6 and not out.exists()
+    rerun = start(state, out, "0")
+    _, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err.decode()[-3000:]
+    ref_out = tmp_path / "ref.safetensors"
+    ref = start(tmp_path / "ref_state", ref_out, "0")
+    _, err = ref.communicate(timeout=300)
+    assert ref.returncode == 0, err.decode()[-3000:]
+    a, b = load_file(str(ref_out)), load_file(str(out))
+    assert a.keys() == b.keys() and a
+    assert all(torch.equal(a[k], b[k]) for k in a)
