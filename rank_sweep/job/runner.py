@@ -56,8 +56,12 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
 
     if any_rank(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all follow
         return JobOutcome("reused", reporter.reused_objective() if is_main else None, {})
+    from rank_sweep.train.requeue import RequeueRequested
+
     try:
         return _run(cfg, out_dir, sdir, reporter, dist_ctx)
+    except RequeueRequested:
+        raise  # not a failure: the requeued job resumes this run from its checkpoint
     except BaseException as exc:  # reported, then re-raised: never swallowed
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         reporter.finish("failed", None, error=error)
