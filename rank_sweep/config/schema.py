@@ -85,7 +85,11 @@ class DataConfig:
 class TrainConfig:
     steps: int = 4000  # optimizer steps (each = micro_batch * grad_accum clips per rank)
     micro_batch: int = 1  # clips per forward; memory grows linearly
-    grad_accum: int = 4  # micro-batches per optimizer step
+    grad_accum: int = 4  # micro-batches per optimizer step (ignored when global_batch is set)
+    # Samples per optimizer step over all ranks; accumulation = global_batch / (micro_batch
+    # x world size), so a recipe means the same on 1 or 8 GPUs. null: micro_batch x
+    # grad_accum per rank (the global batch then grows with the world size).
+    global_batch: Optional[int] = None
     lr_scale: float = (
         1.0  # multiplies finetune.lr; the CPU recipe raises it so few steps move the tiny model
     )
@@ -119,6 +123,7 @@ class DistConfig:
     backend: str = "single"  # single | fsdp | deepspeed
     zero_stage: int = 0  # deepspeed ZeRO stage (2 or 3); unused otherwise
     nproc_per_node: int = 1  # workers per job; >1 and not under torchrun: the job spawns them
+    nodes: int = 1  # >1: one SLURM task per GPU; rendezvous from the SLURM environment
     reshard_after_forward: bool = True  # FSDP2: free gathered params after forward (ZeRO-3-like)
     comm_backend: str = "auto"  # auto (nccl on GPU, gloo on CPU) | nccl | gloo
 
@@ -201,6 +206,19 @@ class PruneConfig:
 
 
 @dataclass
+class PlanConfig:
+    """Assumptions of the cost plan (`python -m rank_sweep.plan`); not part of job identity."""
+
+    gpu: str = (
+        "auto"  # a100_40gb | a100_80gb | h100 | h200 | cpu; auto = launcher constraint or h100
+    )
+    train_util: Optional[float] = None  # FLOP utilization of training; null = measured or 0.45
+    sample_util: Optional[float] = None  # ... of I2V sampling; null = measured or 0.37
+    figures: Optional[str] = None  # bench_gpu figures JSON; null = benchmarks/gpu_figures.json
+    refuse: bool = True  # a sweep whose plan refuses a job does not start
+
+
+@dataclass
 class RootConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -211,6 +229,7 @@ class RootConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
     sweep_name: str = "default"  # names the MLflow parent run and the Optuna study
     device: str = "auto"  # auto | cpu | cuda
     dry_run: bool = False  # validate and print the plan, do no work

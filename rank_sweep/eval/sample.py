@@ -59,6 +59,8 @@ def sample_from_conditioning(
     seed: int,
 ) -> torch.Tensor:
     """Denoise from fixed noise with the given transformer; uint8 [B, T, H, W, 3]."""
+    from rank_sweep.train.precision import sampling_autocast
+
     cond, text, image = (conditioning[k].to(spec.device) for k in ("cond", "text", "image"))
     neg = conditioning.get("neg") if guidance_scale > 1 else None
     if guidance_scale > 1 and neg is None:
@@ -74,11 +76,13 @@ def sample_from_conditioning(
         scheduler.set_timesteps(steps, device=spec.device)
         for t in scheduler.timesteps:
             ts = t.expand(b)
-            pred = spec.predict(transformer, latents, ts, cond, text, image).float()
+            with sampling_autocast(spec.device):  # bf16 compute on GPU, like the pipeline
+                pred = spec.predict(transformer, latents, ts, cond, text, image).float()
+                if neg is not None:
+                    uncond = spec.predict(
+                        transformer, latents, ts, cond, neg.to(spec.device), image
+                    ).float()
             if neg is not None:
-                uncond = spec.predict(
-                    transformer, latents, ts, cond, neg.to(spec.device), image
-                ).float()
                 pred = uncond + guidance_scale * (pred - uncond)
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]
         return to_uint8_video(spec.decode_latents(latents)).cpu()

@@ -21,7 +21,16 @@ from rank_sweep.paths import state_root
 from rank_sweep.track import contract as C
 from rank_sweep.utils.keys import content_key
 
-_IGNORED_TOP = ("track", "sweep_name", "output_dir", "state_dir", "dry_run", "extras", "hydra")
+_IGNORED_TOP = (
+    "track",
+    "sweep_name",
+    "output_dir",
+    "state_dir",
+    "dry_run",
+    "extras",
+    "hydra",
+    "plan",
+)
 FINGERPRINT_LEN = 16
 # Keys that change neither what is trained nor what is measured (disk policy, trust).
 _IGNORED_NESTED = (("train", "keep_checkpoints"), ("eval", "trust_torchscript"))

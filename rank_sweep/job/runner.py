@@ -40,6 +40,7 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
     """Train and evaluate one job; every outcome (also failure) is reported before returning."""
     from rank_sweep.track.tracker import flatten_config
     from rank_sweep.train.dist import any_rank
+    from rank_sweep.train.requeue import RequeueRequested
 
     identity = JobIdentity.from_config(cfg)
     is_main = dist_ctx is None or dist_ctx.is_main
@@ -62,6 +63,8 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
         job = JobRunner(cfg, identity, out_dir, sdir, reporter, dist_ctx, device)
         job.setup()
         return job.train()
+    except RequeueRequested:
+        raise  # not a failure: the requeued job resumes this run from its checkpoint
     except BaseException as exc:  # reported, then re-raised: never swallowed
         error = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         reporter.finish(C.FAILED, None, error=error)
@@ -226,11 +229,13 @@ class JobRunner:
     def _setup_model(self) -> None:
         """The transformer with LoRA adapters (or all weights trainable), placed and wrapped."""
         from rank_sweep.model.adapters import apply_finetune
+        from rank_sweep.train.precision import base_dtype, upcast_trainable
 
-        transformer = self.spec.load_transformer()
+        transformer = self.spec.load_transformer(dtype=base_dtype(self.cfg))
         self.total_params = sum(p.numel() for p in transformer.parameters())
         with forked_rng(derive_seed(self.cfg.train.seed, "adapter-init")):  # any cache state
             self.trainable = apply_finetune(transformer, self.identity.method, self.cfg.lora)
+        upcast_trainable(transformer)  # adapters and their AdamW state in fp32
         self.reporter.log_metrics(
             {C.TRAINABLE_PARAMS: self.trainable, C.TOTAL_PARAMS: self.total_params}, 0
         )
@@ -318,21 +323,26 @@ class JobRunner:
         if not self.distributed:
             return self.transformer
         from rank_sweep.model.adapters import apply_finetune
+        from rank_sweep.train.precision import base_dtype, upcast_trainable
         from rank_sweep.train.state import unsharded_copy
 
         def build() -> Any:
-            fresh = self.spec.load_transformer()
+            fresh = self.spec.load_transformer(dtype=base_dtype(self.cfg))
             apply_finetune(fresh, self.identity.method, self.cfg.lora)
+            upcast_trainable(fresh)
             return fresh
 
         return unsharded_copy(self.model, build, self.dist_ctx)  # every rank calls it
 
     def _save(self, result: Any, summary: dict[str, Any]) -> None:
         from rank_sweep.model.adapters import save_result
+        from rank_sweep.train.precision import cast_trainable, save_dtype
 
         plain = self._plain_model()
         if not self.reporter.enabled:
             return
+        if self.identity.is_lora:
+            cast_trainable(plain, save_dtype(self.cfg))  # training is over: bf16 file by default
         weights = self.identity.weights_dir
         saved = save_result(
             plain, self.identity.method, self.out_dir / weights, self.identity.lora_meta()

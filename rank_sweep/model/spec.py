@@ -254,7 +254,12 @@ def predict_flow(
     image_emb: torch.Tensor,
 ) -> torch.Tensor:
     """Flow prediction (noise - x0): noisy latent (16) + I2V condition (20) = 36 channels."""
-    dtype = next(transformer.parameters()).dtype
+    # diffusers' ModelMixin.dtype skips _keep_in_fp32_modules (Wan keeps norms, time
+    # embedder and modulation tables in fp32 even in a bf16 model)
+    inner = getattr(transformer, "module", transformer)  # a DeepSpeed wrapper's model
+    dtype = getattr(inner, "dtype", None)
+    if not isinstance(dtype, torch.dtype):
+        dtype = next(transformer.parameters()).dtype
     hidden = torch.cat([noisy, cond.to(noisy.dtype)], dim=1).to(dtype)
     return transformer(
         hidden_states=hidden,

@@ -112,8 +112,10 @@ class SweepCallback(Callback):
         setup_or_exit(self._start, config)
 
     def _start(self, config: DictConfig) -> None:
+        from rank_sweep.plan.report import log_plan_on_run, log_sweep_plan
         from rank_sweep.prune.study import make_pruner, open_study
 
+        plan = log_sweep_plan(config)  # cost plan; refuses a sweep that cannot fit or finish
         claim_sweep_dir(Path(config.hydra.sweep.dir))  # a second sweep here fails, one line
         sweep_id = claim_sweep_id(config, sweep_id_for(config), Path(config.hydra.sweep.dir))
         experiment = str(config.track.experiment)
@@ -125,6 +127,8 @@ class SweepCallback(Callback):
         if config.track.enabled:
             uri = tracking_uri(config.track.uri)
             parent = _open_parent(config, sweep_id, uri, experiment)
+            if plan is not None:
+                log_plan_on_run(uri, parent, plan)
         info = SweepInfo(sweep_id, parent, uri, experiment, sweep_id, storage)
         failures_path(Path(config.hydra.sweep.dir)).unlink(missing_ok=True)
         path = write_sweep_info(Path(config.hydra.sweep.dir), info)

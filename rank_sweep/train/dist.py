@@ -5,8 +5,10 @@ the root) and DeepSpeed ZeRO-2/3; process-group setup from torchrun/SLURM env va
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,18 +47,92 @@ def _env_int(*names: str, default: int) -> int:
     return default
 
 
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Host names of a SLURM node list in its compressed form: `node[01-03,07]`,
+    `gpu-a[1-2]-ib,login5`, `rack[1-2]-n[1-2]` (zero padding kept, groups crossed)."""
+    entries, depth, cur = [], 0, ""
+    for ch in nodelist.strip():
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            entries.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    entries.append(cur)
+    hosts: list[str] = []
+    for entry in filter(None, (e.strip() for e in entries)):
+        hosts.extend(_expand_entry(entry))
+    return hosts
+
+
+def _expand_entry(entry: str) -> list[str]:
+    m = re.search(r"\[([^\]]*)\]", entry)
+    if m is None:
+        return [entry]
+    head, tail = entry[: m.start()], entry[m.end() :]
+    values: list[str] = []
+    for part in m.group(1).split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            width = len(lo)
+            values.extend(str(i).zfill(width) for i in range(int(lo), int(hi) + 1))
+        else:
+            values.append(part)
+    return [h for v in values for h in _expand_entry(head + v + tail)]
+
+
+def slurm_rendezvous(env: dict[str, str] | None = None) -> dict[str, str]:
+    """torchrun-style variables of one SLURM task: RANK/WORLD_SIZE/LOCAL_RANK from
+    SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID, MASTER_ADDR = first host of the job's node
+    list, MASTER_PORT from the environment or derived from the job id (the same on every
+    node, distinct between jobs sharing a node). Empty outside a multi-task SLURM step."""
+    env = dict(os.environ if env is None else env)
+    ntasks = int(env.get("SLURM_NTASKS") or env.get("SLURM_NPROCS") or 1)
+    if ntasks <= 1 or "SLURM_PROCID" not in env:
+        return {}
+    out = {
+        "RANK": env["SLURM_PROCID"],
+        "WORLD_SIZE": str(ntasks),
+        "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+    }
+    if env.get("SLURM_NTASKS_PER_NODE", "").isdigit():
+        out["LOCAL_WORLD_SIZE"] = env["SLURM_NTASKS_PER_NODE"]
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or ""
+    addr = env.get("MASTER_ADDR") or (expand_nodelist(nodelist) or [""])[0]
+    if not addr:
+        raise RuntimeError(
+            "SLURM task without MASTER_ADDR and without SLURM_JOB_NODELIST: cannot find rank 0"
+        )
+    out["MASTER_ADDR"] = addr
+    job = int(env.get("SLURM_JOB_ID") or 0)
+    out["MASTER_PORT"] = env.get("MASTER_PORT") or str(15000 + job % 20000)
+    return out
+
+
 def init_distributed(dist_cfg: Any) -> DistContext:
     """Join the process group described by torchrun (RANK/WORLD_SIZE/LOCAL_RANK/MASTER_*) or
-    SLURM (SLURM_PROCID/SLURM_NTASKS/SLURM_LOCALID; MASTER_ADDR/PORT must be exported by the
-    batch script). backend=single without such env vars gives a one-process context."""
+    by a multi-task SLURM step (`slurm_rendezvous`: one task per GPU, on one or several
+    nodes). backend=single without such env vars gives a one-process context."""
     backend = str(dist_cfg.backend)
     if backend not in BACKENDS:
         raise ValueError(
             f"dist.backend={backend!r} is not supported; allowed: {', '.join(BACKENDS)}"
         )
+    if "RANK" not in os.environ:
+        for key, value in slurm_rendezvous().items():
+            os.environ.setdefault(key, value)
     rank = _env_int("RANK", "SLURM_PROCID", default=0)
     world = _env_int("WORLD_SIZE", "SLURM_NTASKS", default=1)
     local = _env_int("LOCAL_RANK", "SLURM_LOCALID", default=0)
+    nodes = int(getattr(dist_cfg, "nodes", 1) or 1)
+    expected = nodes * int(dist_cfg.nproc_per_node)
+    if nodes > 1 and world != expected:
+        raise RuntimeError(
+            f"dist.nodes={nodes} x dist.nproc_per_node={dist_cfg.nproc_per_node} = {expected} "
+            f"ranks, but the environment has {world}: launch one SLURM task per GPU "
+            "(hydra.launcher.nodes / tasks_per_node) or torchrun --nnodes"
+        )
     device = pick_device("auto", local, set_current=True)
     if world <= 1:
         return DistContext(0, 1, 0, device, True)
@@ -79,6 +155,36 @@ def init_distributed(dist_cfg: Any) -> DistContext:
         )
     log.info("rank %d/%d on %s", rank, world, device)
     return DistContext(rank, world, local, device, rank == 0)
+
+
+def grad_accum_for(train_cfg: Any, world: int) -> int:
+    """Micro-batches per optimizer step on each rank: global_batch / (micro_batch x world)
+    when `train.global_batch` is set (it must divide exactly), else `train.grad_accum`."""
+    gb = getattr(train_cfg, "global_batch", None)
+    if gb is None:
+        return int(train_cfg.grad_accum)
+    per_pass = int(train_cfg.micro_batch) * int(world)
+    if int(gb) < per_pass or int(gb) % per_pass:
+        raise ValueError(
+            f"train.global_batch={gb} is not a multiple of micro_batch x world size = "
+            f"{train_cfg.micro_batch} x {world}: pick a global batch divisible by {per_pass}"
+        )
+    return int(gb) // per_pass
+
+
+def with_grad_accum(train_cfg: Any, world: int) -> Any:
+    """A copy of the train config whose grad_accum is the one `grad_accum_for` derives
+    (the loop and DeepSpeed read grad_accum); the same object when nothing changes."""
+    accum = grad_accum_for(train_cfg, world)
+    if int(train_cfg.grad_accum) == accum:
+        return train_cfg
+    if dataclasses.is_dataclass(train_cfg):
+        return dataclasses.replace(train_cfg, grad_accum=accum)
+    from omegaconf import OmegaConf
+
+    copy = OmegaConf.create(OmegaConf.to_container(train_cfg, resolve=True))
+    copy.grad_accum = accum
+    return copy
 
 
 def any_rank(flag: bool, ctx: DistContext | None) -> bool:
@@ -119,7 +225,7 @@ class DeepSpeedModel(torch.nn.Module):
         return (self.engine or self.module)(*args, **kwargs)
 
 
-def deepspeed_config(dist_cfg: Any, train_cfg: Any, device: torch.device) -> dict:
+def deepspeed_config(dist_cfg: Any, train_cfg: Any, device: torch.device, world: int = 1) -> dict:
     stage = int(dist_cfg.zero_stage)
     if stage not in ZERO_STAGES:
         raise ValueError(
@@ -128,7 +234,7 @@ def deepspeed_config(dist_cfg: Any, train_cfg: Any, device: torch.device) -> dic
     use_bf16 = amp_dtype_for(str(train_cfg.mixed_precision), device) is torch.bfloat16
     cfg: dict = {
         "train_micro_batch_size_per_gpu": int(train_cfg.micro_batch),
-        "gradient_accumulation_steps": int(train_cfg.grad_accum),
+        "gradient_accumulation_steps": grad_accum_for(train_cfg, world),
         "zero_optimization": {"stage": stage},
         "bf16": {"enabled": bool(use_bf16)},
         "steps_per_print": 1 << 30,
@@ -158,7 +264,9 @@ def wrap_model(
         fully_shard(transformer, mp_policy=mp, reshard_after_forward=reshard)
         return transformer
     if backend == "deepspeed":
-        return DeepSpeedModel(transformer, deepspeed_config(dist_cfg, train_cfg, ctx.device))
+        return DeepSpeedModel(
+            transformer, deepspeed_config(dist_cfg, train_cfg, ctx.device, ctx.world_size)
+        )
     raise ValueError(f"dist.backend={backend!r} is not supported; allowed: {', '.join(BACKENDS)}")
 
 
@@ -213,7 +321,23 @@ def launch(fn: Callable, nproc: int, *args: Any) -> Any:
         return fn(*args)
     import torch.multiprocessing as mp
 
+    from rank_sweep.train import requeue
+
     ctx = mp.get_context("spawn")
     queue = ctx.SimpleQueue()
-    mp.spawn(_worker, args=(nproc, free_port(), fn, args, queue), nprocs=nproc, join=True)
+    requeue.install()  # the signal reaches this process: hand it to the workers
+    procs = mp.start_processes(
+        _worker, args=(nproc, free_port(), fn, args, queue), nprocs=nproc, join=False,
+        start_method="spawn",
+    )  # fmt: skip
+    requeue.forward_to_children([p.pid for p in procs.processes])
+    try:
+        while not procs.join():
+            pass
+    except mp.ProcessExitedException as exc:
+        if exc.exit_code == requeue.REQUEUE_EXIT_CODE:  # workers checkpointed for requeue
+            requeue.exit_for_requeue(0)
+        raise
+    finally:
+        requeue.forward_to_children([])
     return queue.get() if not queue.empty() else None

@@ -36,9 +36,17 @@ import torch.distributed as tdist
 from tqdm.auto import tqdm
 
 from rank_sweep.track import contract as C
+from rank_sweep.train import requeue
 from rank_sweep.train import state as train_state
 from rank_sweep.train.checkpoint import rng_state, set_rng_state
-from rank_sweep.train.dist import DeepSpeedModel, DistContext, any_rank, is_sharded, unwrap
+from rank_sweep.train.dist import (
+    DeepSpeedModel,
+    DistContext,
+    any_rank,
+    is_sharded,
+    unwrap,
+    with_grad_accum,
+)
 from rank_sweep.train.perf import PeakMemory, step_time_stats
 from rank_sweep.train.precision import PRECISIONS, amp_dtype_for  # noqa: F401 (re-export)
 from rank_sweep.train.steps import (
@@ -99,6 +107,7 @@ class _Progress:
     peak_mem_mb: float = 0.0
     mem_method: str = ""
     stopped_early: bool = False
+    eval_pending: bool = False  # checkpointed just before an eval that has not finished
 
     def to_state(self) -> dict[str, Any]:
         d = asdict(self)
@@ -219,6 +228,8 @@ def train(
     # The job's own peak: reset here unless the caller reset it earlier (at job start).
     memory = memory or PeakMemory(device).reset()
     ctx = dist or DistContext(device=device)
+    cfg = with_grad_accum(cfg, ctx.world_size)  # train.global_batch -> accumulation
+    requeue.install()  # SLURM's pre-timeout signal -> checkpoint -> exit 75
     state_dir = Path(state_dir)
     amp = amp_dtype_for(str(cfg.mixed_precision), device)
     model = transformer
@@ -262,7 +273,7 @@ def train(
         log.info(
             "resumed from step %d (epoch %d, offset %d)", prog.step, prog.pos.epoch, prog.pos.offset
         )
-        if prog.step >= total or prog.stopped_early:
+        if (prog.step >= total or prog.stopped_early) and not prog.eval_pending:
             return _result(prog)
         if stop_at and prog.step >= stop_at:  # a rerun of a finished rung: nothing to train
             return _paused(prog)
@@ -273,12 +284,41 @@ def train(
         train_state.save(state_dir, step, model, opt, sched, payload, ctx)
 
     mb, accum, world = int(cfg.micro_batch), int(cfg.grad_accum), ctx.world_size
+    every = int(cfg.checkpoint_every)
+    has_eval = hooks.on_eval is not None
+
+    def run_eval(step: int, is_eval: bool) -> bool:
+        """Validation loss and the eval hook at `step`; True = stop early."""
+        final = step == total
+        is_val = is_eval or (int(cfg.val_every) > 0 and step % int(cfg.val_every) == 0)
+        val_loss = None
+        if val_set is not None and len(val_set) > 0 and is_val:
+            val_loss = validation_loss(
+                model, val_set, forward_fn, cfg, shift, device, amp, ctx.rank, world
+            )
+            prog.val_loss = val_loss
+            if ctx.is_main and hooks.on_log is not None:
+                hooks.on_log({C.VAL_LOSS: val_loss}, step)
+        stop = False
+        if is_eval and hooks.on_eval is not None:
+            stop = any_rank(bool(hooks.on_eval(step, val_loss)), ctx) and not final
+        prog.eval_pending = False
+        prog.stopped_early = stop
+        return stop
+
     log_every = max(1, int(cfg.log_every))
     seg_times: list[float] = []
     model.train()
     # `disable` is passed only on other ranks, so TQDM_DISABLE=1 still silences rank 0
     quiet = {} if ctx.is_main else {"disable": True}
     bar = tqdm(total=total, initial=prog.step, desc="train", dynamic_ncols=True, **quiet)
+    if prog.eval_pending:  # cut inside this eval last time: run it again before training on
+        log.info("re-running the eval at step %d that the last run did not finish", prog.step)
+        stop = run_eval(prog.step, True)
+        checkpoint(prog.step)
+        if stop or prog.step >= total:
+            bar.close()
+            return _result(prog)
     try:
         for step in range(prog.step + 1, total + 1):
             t0 = time.perf_counter()
@@ -324,22 +364,14 @@ def train(
 
             final = step == total
             is_eval = final or (eval_every > 0 and step % eval_every == 0)
-            is_val = is_eval or (int(cfg.val_every) > 0 and step % int(cfg.val_every) == 0)
-            val_loss = None
-            if val_set is not None and len(val_set) > 0 and is_val:
-                val_loss = validation_loss(
-                    model, val_set, forward_fn, cfg, shift, device, amp, ctx.rank, world
-                )
-                prog.val_loss = val_loss
-                if ctx.is_main and hooks.on_log is not None:
-                    hooks.on_log({C.VAL_LOSS: val_loss}, step)
-            stop = False
-            if is_eval and hooks.on_eval is not None:
-                stop = any_rank(bool(hooks.on_eval(step, val_loss)), ctx) and not final
-            prog.stopped_early = stop
+            if every > 0 and is_eval and has_eval:  # a cut inside the eval reruns only it
+                prog.eval_pending = True
+                checkpoint(step)
+            stop = run_eval(step, is_eval)
             pause = step == stop_at and not stop
-            every = int(cfg.checkpoint_every)
-            if pause or (every > 0 and (stop or final or step % every == 0)):
+            periodic = every > 0 and (stop or final or step % every == 0 or (is_eval and has_eval))
+            saved = pause or periodic
+            if saved:
                 checkpoint(step)
             if stop:
                 log.info("stopped early at step %d by on_eval", step)
@@ -347,6 +379,11 @@ def train(
             if pause:
                 log.info("paused at step %d of %d (train.stop_at)", step, total)
                 return _paused(prog)
+            if requeue.requested(ctx):
+                if every > 0 and not saved:
+                    checkpoint(step)
+                bar.close()
+                requeue.exit_for_requeue(ctx.rank)
     finally:
         bar.close()
     return _result(prog)
