@@ -69,7 +69,7 @@ def _run(
 ) -> JobOutcome:
     from rank_sweep.data import build_dataset
     from rank_sweep.eval.evaluator import Evaluator
-    from rank_sweep.model.adapters import apply_finetune, save_result
+    from rank_sweep.model.adapters import apply_finetune, result_artifacts, save_result
     from rank_sweep.model.precompute import cache_key, precompute
     from rank_sweep.model.spec import WanSpec, forward_batch
     from rank_sweep.train.loop import TrainHooks, train
@@ -210,7 +210,10 @@ def _run(
 
         plain = unsharded_copy(model, build, dist_ctx)  # collective: every rank calls it
     if reporter.enabled:
-        saved = save_result(plain, cfg.finetune.method, out_dir / _result_dir(cfg), _lora_meta(cfg))
+        save_dtype = str(cfg.finetune.get("save_dtype", "bfloat16"))
+        save_result(
+            plain, cfg.finetune.method, out_dir / _result_dir(cfg), _lora_meta(cfg), save_dtype
+        )
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
         reporter.log_metrics(
             {
@@ -222,7 +225,8 @@ def _run(
         )
         reporter.log_artifact(out_dir / "config.yaml")
         reporter.log_artifact(out_dir / "summary.json")
-        reporter.log_artifact(saved, _result_dir(cfg))
+        for item in result_artifacts(out_dir / _result_dir(cfg)):  # diffusers + ComfyUI files
+            reporter.log_artifact(item, _result_dir(cfg))
         reporter.finish(status, objective, pruned_step=summary["pruned_step"])
     log.info("job %s at step %d: %s=%s", status, result.steps_done, key, objective)
     return JobOutcome(status, objective, summary)
