@@ -212,3 +212,16 @@ def test_tiny_presets_through_the_config(compose) -> None:
         validate(compose(["model=tiny_wan22_a14b", "lora.experts=middle"]))
     with pytest.raises(ConfigError, match="data.height=48 .* multiple of 32"):
         validate(compose(["model=tiny_wan22_ti2v", "data.height=48"]))
+
+
+@pytest.mark.parametrize(
+    "name", ["demo_wan22", "wan22_a14b_ucf101_rank_sweep", "wan22_ti2v_ucf101_rank_sweep"]
+)
+def test_wan22_experiments_compose_and_validate(compose, name: str) -> None:
+    from rank_sweep.config.validate import validate
+
+    cfg = compose([f"+experiment={name}"])
+    validate(cfg)
+    assert cfg.model.arch.startswith("wan2.2")
+    if name.startswith("wan22_ti2v"):
+        assert (cfg.data.frames, cfg.data.height, cfg.data.width) == (121, 704, 1280)
