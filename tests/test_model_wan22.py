@@ -225,3 +225,13 @@ def test_wan22_experiments_compose_and_validate(compose, name: str) -> None:
     assert cfg.model.arch.startswith("wan2.2")
     if name.startswith("wan22_ti2v"):
         assert (cfg.data.frames, cfg.data.height, cfg.data.width) == (121, 704, 1280)
+
+
+def test_full_finetune_of_each_expert_is_its_own_job(compose) -> None:
+    from rank_sweep.job.identity import fingerprint
+
+    base = ["model=tiny_wan22_a14b", "finetune=full"]
+    prints = {e: fingerprint(compose([*base, f"lora.experts={e}"])) for e in ("high", "low")}
+    assert prints["high"] != prints["low"]
+    # for full fine-tuning the LoRA shape is irrelevant: still one job per expert choice
+    assert fingerprint(compose([*base, "lora.experts=low", "lora.rank=64"])) == prints["low"]

@@ -1,10 +1,10 @@
 """I2V sampling for evaluation with the job's current (possibly in-training) transformer.
 
 A small explicit loop equivalent to `WanImageToVideoPipeline.__call__`: same conditioning,
-same scheduler, same CFG, same latent normalization; Wan2.2 A14B switches experts at the
-boundary inside `WanExperts`, TI2V-5B's first-frame rule lives in `spec.predict`. Noise for clip i
-comes from a CPU generator seeded `seed + i`, so every rank and every device sees the
-same starting noise for the same clip. Callers that split a set into chunks pass
+same scheduler, same CFG, same latent normalization (Wan2.2 A14B switches experts at the
+boundary inside `WanExperts`; TI2V-5B's first-frame rule lives in `spec.predict`).
+Noise for clip i comes from a CPU generator seeded `seed + i`, so every rank and every
+device sees the same starting noise for the same clip. Callers that split a set into chunks pass
 `seed = base_seed + chunk_start` to keep that property.
 """
 

@@ -25,7 +25,9 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     for key in _IGNORED_TOP:
         data.pop(key, None)
     if data["finetune"]["method"] == "full":
-        data.pop("lora", None)
+        experts = data.pop("lora", {}).get("experts", "both")
+        if experts != "both":  # full fine-tuning of one Wan2.2 expert is its own job
+            data["finetune"]["experts"] = experts
         data.pop("prune", None)  # the baseline is never pruned
     return data
 
