@@ -235,3 +235,42 @@ def test_full_finetune_of_each_expert_is_its_own_job(compose) -> None:
     assert prints["high"] != prints["low"]
     # for full fine-tuning the LoRA shape is irrelevant: still one job per expert choice
     assert fingerprint(compose([*base, "lora.experts=low", "lora.rank=64"])) == prints["low"]
+
+
+def test_two_expert_training_resumes_bitwise(compose, tiny_wan22_a14b_dir: Path, tmp_path) -> None:
+    """Kill after the step-2 checkpoint, rerun: same expert weights as an uninterrupted run."""
+    from rank_sweep.model.adapters import trainable_state_dict
+    from rank_sweep.train.loop import TrainHooks, train
+
+    cfg = compose(["model=tiny_wan22_a14b", "train.steps=4", "train.checkpoint_every=2"]).train
+    g = torch.Generator().manual_seed(0)
+    items = [
+        {
+            "latents": torch.randn(16, 3, 4, 4, generator=g),
+            "cond": torch.randn(20, 3, 4, 4, generator=g),
+            "text_emb": torch.randn(512, 32, generator=g),
+            "image_emb": torch.zeros(0, 1),
+        }
+        for _ in range(3)
+    ]
+    spec = _spec(tiny_wan22_a14b_dir, "wan2.2_i2v_a14b")
+
+    def run(state: Path, hooks: TrainHooks | None = None):
+        torch.manual_seed(0)
+        model = spec.load_transformer()
+        apply_finetune(model, "lora", LoraConfig(rank=4, experts="both"))
+        train(model, items, cfg, lr=1e-3, state_dir=state, forward_fn=forward_batch,
+              shift=5.0, hooks=hooks)  # fmt: skip
+        return trainable_state_dict(model)
+
+    ref = run(tmp_path / "ref")
+
+    def die(metrics: dict, step: int) -> None:
+        if step == 3:
+            raise KeyboardInterrupt  # a kill after the step-2 checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "state", TrainHooks(on_log=die))
+    got = run(tmp_path / "state")
+    assert ref.keys() == got.keys() and any(k.startswith("transformer_2.") for k in ref)
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
