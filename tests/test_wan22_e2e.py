@@ -95,9 +95,16 @@ def test_one_job_sweep_and_report(stores, tmp_path: Path, preset: str) -> None:
     sweep_id = parent.data.tags["rank_sweep.sweep_id"]
     _run(stores, "rank_sweep.report", "--tracking-uri", stores["mlflow"], "--sweep", sweep_id,
          "--out", str(report))  # fmt: skip
-    assert (report / "report.md").is_file() and (report / "results.csv").read_text().count(
-        "\n"
-    ) >= 3
+    assert (report / "report.md").is_file() and (report / "results.csv").is_file()
+    # weights size = the diffusers file alone (the ComfyUI export is the same weights again)
+    from rank_sweep.report import load_runs
+
+    df = load_runs(stores["mlflow"], sweep_id=sweep_id).set_index("run_id")
+    assert len(df) == 2
+    for run in children:
+        sizes = {a.path: a.file_size for a in client.list_artifacts(run.info.run_id, "adapter")}
+        main_file = sizes["adapter/pytorch_lora_weights.safetensors"]
+        assert df.loc[run.info.run_id, "adapter_bytes"] == main_file
 
     if preset == "a14b":  # the low-noise LoRA goes where it was trained: transformer_2
         from diffusers import WanImageToVideoPipeline
@@ -120,3 +127,18 @@ def test_one_job_sweep_and_report(stores, tmp_path: Path, preset: str) -> None:
             pipe.load_lora_weights(adapter, load_into_transformer_2=True)
             after = pipe.transformer_2(**x)[0]
         assert hasattr(pipe.transformer_2, "peft_config") and not torch.equal(before, after)
+
+
+def test_fsdp_two_workers_train_both_experts(stores, tmp_path: Path) -> None:
+    """FSDP2 over 2 CPU workers (gloo) with both A14B experts sharded: every rank runs both
+    experts in each forward, the gathered weights are saved as one file per expert."""
+    out = tmp_path / "job"
+    _train(
+        stores, "model=tiny_wan22_a14b", "lora.experts=both", "lora.rank=4", "dist=fsdp",
+        "dist.nproc_per_node=2", "eval.every=4", f"output_dir={out}", "sweep_name=fsdp22",
+    )  # fmt: skip
+    assert json.loads((out / "summary.json").read_text())["status"] == "completed"
+    assert sorted(p.name for p in (out / "adapter").iterdir()) == [
+        "lora_comfyui.safetensors", "lora_comfyui_low_noise.safetensors",
+        "pytorch_lora_weights.safetensors", "pytorch_lora_weights_low_noise.safetensors",
+    ]  # fmt: skip

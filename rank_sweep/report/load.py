@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -96,6 +97,8 @@ def artifact_bytes(client, run_id: str, path: str) -> int:
     for item in client.list_artifacts(run_id, path):
         if item.is_dir:
             total += artifact_bytes(client, run_id, item.path)
+        elif Path(item.path).name.startswith("lora_comfyui"):
+            continue  # the ComfyUI export is a second copy of the same adapter weights
         else:
             total += int(item.file_size or 0)
     return total
