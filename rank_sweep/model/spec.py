@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,46 +48,9 @@ def resolve_model_path(model_cfg: Any) -> Path:
     final = cache_dir() / "models" / f"{stem}-s{int(model_cfg.tiny_seed)}"
     if not missing_parts(final):
         return final
-    return _write_tiny_once(final, int(model_cfg.tiny_seed), arch)
+    from rank_sweep.model.tiny22 import write_tiny_once
 
-
-def _write_tiny_once(final: Path, seed: int, arch: str) -> Path:
-    """Under torch.distributed only each node's local rank 0 writes (transformers'
-    save_pretrained writes nothing on other ranks, which would leave a dir without text
-    encoder weights); the others wait at a barrier and then use the finished dir."""
-    import torch.distributed as tdist
-
-    if not (tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1):
-        return _write_tiny_atomically(final, seed, arch)
-    writer = int(os.environ.get("LOCAL_RANK", tdist.get_rank())) == 0
-    try:
-        if writer:
-            _write_tiny_atomically(final, seed, arch)
-    finally:
-        tdist.barrier()
-    missing = missing_parts(final)
-    if missing:
-        raise ModelError(f"tiny model {final} was not written completely: {', '.join(missing)}")
-    return final
-
-
-def _write_tiny_atomically(final: Path, seed: int, arch: str = "wan2.1_i2v") -> Path:
-    from rank_sweep.model.tiny22 import make_tiny_arch
-
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        make_tiny_arch(arch, tmp, seed=seed)
-        if final.exists() and missing_parts(final):
-            shutil.rmtree(final, ignore_errors=True)  # a half-written dir from an old crash
-        try:
-            os.rename(tmp, final)  # atomic; fails if another process already won the race
-        except OSError:
-            if missing_parts(final):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return write_tiny_once(final, int(model_cfg.tiny_seed), arch)
 
 
 def _dtype(name: str | torch.dtype | None) -> torch.dtype:

@@ -14,11 +14,14 @@ so every tiny family shares one text space. Sizes keep LoRA ranks 4..64 below fu
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
+
+from rank_sweep.model.layout import missing_parts
 
 log = logging.getLogger(__name__)
 
@@ -113,3 +116,42 @@ def make_tiny_arch(arch: str, out: Path, seed: int = 0) -> Path:
         shutil.rmtree(base, ignore_errors=True)
     log.info("wrote tiny %s (seed %d) to %s", arch, seed, out)
     return out
+
+
+def write_tiny_once(final: Path, seed: int, arch: str) -> Path:
+    """Under torch.distributed only each node's local rank 0 writes (transformers'
+    save_pretrained writes nothing on other ranks, which would leave a dir without text
+    encoder weights); the others wait at a barrier and then use the finished dir."""
+    import torch.distributed as tdist
+
+    if not (tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1):
+        return _write_tiny_atomically(final, seed, arch)
+    writer = int(os.environ.get("LOCAL_RANK", tdist.get_rank())) == 0
+    try:
+        if writer:
+            _write_tiny_atomically(final, seed, arch)
+    finally:
+        tdist.barrier()
+    missing = missing_parts(final)
+    if missing:
+        from rank_sweep.model.layout import ModelError
+
+        raise ModelError(f"tiny model {final} was not written completely: {', '.join(missing)}")
+    return final
+
+
+def _write_tiny_atomically(final: Path, seed: int, arch: str = "wan2.1_i2v") -> Path:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        make_tiny_arch(arch, tmp, seed=seed)
+        if final.exists() and missing_parts(final):
+            shutil.rmtree(final, ignore_errors=True)  # a half-written dir from an old crash
+        try:
+            os.rename(tmp, final)  # atomic; fails if another process already won the race
+        except OSError:
+            if missing_parts(final):
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
