@@ -166,3 +166,19 @@ def synth_ucf101_corrupt(synth_ucf101: Path, tmp_path_factory: pytest.TempPathFa
         for p in [*bad.values(), absent]:
             f.write(f"{cls}/{p.name} {label}\n")
     return {"root": root, "bad": bad, "absent": absent}
+
+
+@pytest.fixture(scope="session")
+def tiny_wan22_a14b_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """(model/Wan2.2) The tiny two-expert Wan2.2 I2V-A14B pipeline in diffusers layout."""
+    from rank_sweep.model.tiny22 import make_tiny_arch
+
+    return make_tiny_arch("wan2.2_i2v_a14b", tmp_path_factory.mktemp("tiny_a14b"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_wan22_ti2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """(model/Wan2.2) The tiny Wan2.2 TI2V-5B pipeline (48-ch VAE, expand_timesteps)."""
+    from rank_sweep.model.tiny22 import make_tiny_arch
+
+    return make_tiny_arch("wan2.2_ti2v_5b", tmp_path_factory.mktemp("tiny_ti2v"), seed=0)

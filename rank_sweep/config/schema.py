@@ -18,6 +18,9 @@ from rank_sweep.model.blocks import WAN_ATTENTION_LINEARS, WAN_BLOCK_LINEARS
 @dataclass
 class ModelConfig:
     name: str = "tiny_wan"
+    # wan2.1_i2v | wan2.2_i2v_a14b (two experts) | wan2.2_ti2v_5b: picks the tiny preset
+    # when path is null, and is checked against the dir's model_index.json otherwise.
+    arch: str = "wan2.1_i2v"
     # Local diffusers-format WanImageToVideoPipeline dir; null = the tiny model, written to
     # the cache on first use and loaded with from_pretrained like a real checkpoint.
     path: Optional[str] = None
@@ -35,6 +38,7 @@ class ModelConfig:
 class FinetuneConfig:
     method: str = "lora"  # lora | full: same loop, optimizer and schedule for both
     lr: float = 3e-5  # peak AdamW lr; full fine-tuning usually wants less than LoRA
+    save_dtype: str = "bfloat16"  # dtype of the saved LoRA files: bfloat16 | float32
 
 
 @dataclass
@@ -47,6 +51,9 @@ class LoraConfig:
     alpha_ratio: float = 2.0  # used when alpha_mode=ratio
     dropout: float = 0.0  # LoRA dropout: regularizes tiny datasets, costs a little speed
     target_modules: list[str] = field(default_factory=lambda: list(WAN_BLOCK_LINEARS))
+    # Wan2.2 A14B: train the high-noise expert, the low-noise one, or both (also for
+    # finetune=full); one-transformer models take `both`.
+    experts: str = "both"
 
 
 @dataclass

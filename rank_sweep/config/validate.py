@@ -65,6 +65,9 @@ def validate(cfg: DictConfig) -> None:
     if not cfg.finetune.lr > 0:
         raise _bad("finetune.lr", cfg.finetune.lr, "a number > 0")
     _choice(cfg, "model.dtype", MODEL_DTYPES)
+    _choice(cfg, "model.arch", ("wan2.1_i2v", "wan2.2_i2v_a14b", "wan2.2_ti2v_5b"))
+    _choice(cfg, "lora.experts", ("both", "high", "low"))
+    _choice(cfg, "finetune.save_dtype", ("bfloat16", "float32"))
     if not cfg.train.lr_scale > 0:
         raise _bad("train.lr_scale", cfg.train.lr_scale, "a number > 0")
 
@@ -76,6 +79,8 @@ def validate(cfg: DictConfig) -> None:
         v = cfg_get(cfg, key)
         if v < 16 or v % 16:
             raise _bad(key, v, "a positive multiple of 16 (VAE stride 8 x patch 2)")
+        if cfg.model.arch == "wan2.2_ti2v_5b" and v % 32:
+            raise _bad(key, v, "a multiple of 32 for Wan2.2 TI2V-5B (VAE stride 16 x patch 2)")
     _int_range(cfg, "data.fold", 1, 3)
     _int_range(cfg, "data.stride", 1)
     if cfg.data.fps is not None and not cfg.data.fps > 0:

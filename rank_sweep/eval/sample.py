@@ -1,9 +1,10 @@
 """I2V sampling for evaluation with the job's current (possibly in-training) transformer.
 
-A small explicit loop equivalent to `WanImageToVideoPipeline.__call__` (Wan2.1 branch):
-same conditioning, same scheduler, same CFG, same latent normalization. Noise for clip i
-comes from a CPU generator seeded `seed + i`, so every rank and every device sees the
-same starting noise for the same clip. Callers that split a set into chunks pass
+A small explicit loop equivalent to `WanImageToVideoPipeline.__call__`: same conditioning,
+same scheduler, same CFG, same latent normalization (Wan2.2 A14B switches experts at the
+boundary inside `WanExperts`; TI2V-5B's first-frame rule lives in `spec.predict`).
+Noise for clip i comes from a CPU generator seeded `seed + i`, so every rank and every
+device sees the same starting noise for the same clip. Callers that split a set into chunks pass
 `seed = base_seed + chunk_start` to keep that property.
 """
 
@@ -67,7 +68,7 @@ def sample_from_conditioning(
         raise ValueError("guidance_scale > 1 needs conditioning encoded with the same guidance")
     b = cond.shape[0]
     t_stride, _ = spec.vae_scale
-    lat_shape = (16, (num_frames - 1) // t_stride + 1, *cond.shape[-2:])
+    lat_shape = (spec.latent_channels, (num_frames - 1) // t_stride + 1, *cond.shape[-2:])
     was_training = transformer.training
     transformer.eval()
     try:
@@ -85,6 +86,7 @@ def sample_from_conditioning(
             if neg is not None:
                 pred = uncond + guidance_scale * (pred - uncond)
             latents = scheduler.step(pred, t, latents, return_dict=False)[0]
+        latents = spec.finalize_latents(latents, cond)
         return to_uint8_video(spec.decode_latents(latents)).cpu()
     finally:
         transformer.train(was_training)

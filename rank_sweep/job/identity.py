@@ -10,7 +10,6 @@ so `-m finetune=lora,full lora.rank=4,8` names the full baseline once.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,17 +46,14 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     for group, key in _IGNORED_NESTED:
         data.get(group, {}).pop(key, None)
     if data["finetune"]["method"] == "full":
-        data.pop("lora", None)
+        experts = data.pop("lora", {}).get("experts", "both")
+        if experts != "both":  # full fine-tuning of one Wan2.2 expert is its own job
+            data["finetune"]["experts"] = experts
     return data
 
 
 def fingerprint(cfg: DictConfig) -> str:
     return content_key(effective_config(cfg), FINGERPRINT_LEN)
-
-
-def lora_scale(alpha: float, rank: int, use_rslora: bool) -> float:
-    """The factor peft multiplies the low-rank update B A by: alpha/r (alpha/sqrt(r) rsLoRA)."""
-    return alpha / (math.sqrt(rank) if use_rslora else rank)
 
 
 @dataclass(frozen=True)
@@ -77,14 +73,14 @@ class JobIdentity:
         fp = fingerprint(cfg)
         if method != "lora":
             return cls(method, None, None, None, False, None, method, fp)
-        from rank_sweep.model.adapters import lora_alpha_for  # the rule peft is given
+        from rank_sweep.model.adapters import effective_scale, lora_alpha_for  # peft's rule
 
         rank = int(cfg.lora.rank)
         mode = str(cfg.lora.alpha_mode)
         alpha, rslora = lora_alpha_for(
             rank, float(cfg.lora.alpha), mode, float(cfg.lora.alpha_ratio)
         )
-        scale = lora_scale(alpha, rank, rslora)
+        scale = effective_scale(alpha, rank, rslora)
         return cls(method, rank, alpha, mode, rslora, scale, f"lora-r{rank}", fp)
 
     @property

@@ -335,18 +335,18 @@ class JobRunner:
         return unsharded_copy(self.model, build, self.dist_ctx)  # every rank calls it
 
     def _save(self, result: Any, summary: dict[str, Any]) -> None:
-        from rank_sweep.model.adapters import save_result
-        from rank_sweep.train.precision import cast_trainable, save_dtype
+        from rank_sweep.model.adapters import result_artifacts, save_result
+        from rank_sweep.train.precision import save_dtype
 
         plain = self._plain_model()
         if not self.reporter.enabled:
             return
-        if self.identity.is_lora:
-            cast_trainable(plain, save_dtype(self.cfg))  # training is over: bf16 file by default
         weights = self.identity.weights_dir
-        saved = save_result(
-            plain, self.identity.method, self.out_dir / weights, self.identity.lora_meta()
-        )
+        # LoRA files in finetune.save_dtype (bf16 by default), the trained scale folded in
+        save_result(
+            plain, self.identity.method, self.out_dir / weights, self.identity.lora_meta(),
+            save_dtype(self.cfg),
+        )  # fmt: skip
         summary_path = self.out_dir / C.SUMMARY_FILE
         write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))
         self.reporter.log_metrics(
@@ -361,7 +361,8 @@ class JobRunner:
         )
         self.reporter.log_artifact(self.out_dir / C.CONFIG_FILE)
         self.reporter.log_artifact(summary_path)
-        self.reporter.log_artifact(saved, weights)
+        for item in result_artifacts(self.out_dir / weights):  # diffusers + ComfyUI files
+            self.reporter.log_artifact(item, weights)
         self.reporter.finish(
             summary["status"], self.recorder.objective, pruned_step=summary["pruned_step"]
         )

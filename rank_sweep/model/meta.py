@@ -1,6 +1,12 @@
-"""The 14B I2V transformer on the meta device: exact parameter counts with no weights."""
+"""The 14B/5B Wan transformers on the meta device: exact parameter counts with no weights.
+
+Configs are the `transformer/config.json` files of the official diffusers checkpoints:
+Wan2.1 I2V-14B (CLIP image branch), Wan2.2 I2V-A14B (two experts of the same size, image
+only through the latent) and Wan2.2 TI2V-5B (48-channel latent, expanded timesteps)."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -24,6 +30,47 @@ WAN_I2V_14B_CONFIG: dict = {
     "added_kv_proj_dim": 5120,
     "rope_max_seq_len": 1024,
 }
+
+# transformer/config.json (= transformer_2/config.json) of Wan-AI/Wan2.2-I2V-A14B-Diffusers:
+# the 14B body without the CLIP branch; the pipeline holds two of them (high/low noise).
+WAN22_I2V_A14B_CONFIG: dict = {
+    **{k: v for k, v in WAN_I2V_14B_CONFIG.items() if k not in ("image_dim", "added_kv_proj_dim")},
+    "image_dim": None,
+    "added_kv_proj_dim": None,
+}
+
+# transformer/config.json of Wan-AI/Wan2.2-TI2V-5B-Diffusers: dim 3072, 30 layers, in=out=48.
+WAN22_TI2V_5B_CONFIG: dict = {
+    "patch_size": [1, 2, 2],
+    "num_attention_heads": 24,
+    "attention_head_dim": 128,
+    "in_channels": 48,
+    "out_channels": 48,
+    "text_dim": 4096,
+    "freq_dim": 256,
+    "ffn_dim": 14336,
+    "num_layers": 30,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "eps": 1e-6,
+    "image_dim": None,
+    "added_kv_proj_dim": None,
+    "rope_max_seq_len": 1024,
+}
+
+
+@dataclass(frozen=True)
+class CountedModel:
+    name: str
+    config: dict
+    experts: int  # transformers in the pipeline that a LoRA/full fine-tune can train
+
+
+COUNTED_MODELS = (
+    CountedModel("Wan2.1-I2V-14B", WAN_I2V_14B_CONFIG, 1),
+    CountedModel("Wan2.2-I2V-A14B", WAN22_I2V_A14B_CONFIG, 2),
+    CountedModel("Wan2.2-TI2V-5B", WAN22_TI2V_5B_CONFIG, 1),
+)
 
 
 def build_transformer_meta(config: dict):

@@ -1,6 +1,11 @@
-"""Wan2.1 I2V spec: resolve the model dir, load the pipeline parts, and build the exact
+"""Wan I2V spec: resolve the model dir, load the pipeline parts, and build the exact
 conditioning `WanImageToVideoPipeline` builds (finetrainers-style: the spec owns loading
 and conditioning, the training loop only sees tensors).
+
+One spec serves the Wan2.1 I2V layout (36-channel input: noise + mask + first-frame latent,
+CLIP image tokens) and Wan2.2: A14B (two experts switched at `boundary_ratio`, loaded as
+one `WanExperts` module) and TI2V-5B (`expand_timesteps`: the first latent frame is the
+clean image latent with timestep 0 on its tokens; 48-channel VAE with stride 16).
 
 Encoders are loaded lazily. `free_encoders()` drops the UMT5 text encoder and the CLIP
 image encoder (the big ones: ~11 GB for umt5-xxl) once embeddings are precomputed; the
@@ -21,7 +26,7 @@ from typing import Any
 import torch
 
 from rank_sweep.integrity import safetensors_dir_whole
-from rank_sweep.model.layout import ModelError, missing_parts
+from rank_sweep.model.layout import ModelError, missing_parts, pipeline_options
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +46,19 @@ def resolve_model_path(model_cfg: Any) -> Path:
                 f"missing: {', '.join(missing)}"
             )
         return path.resolve()
-    final = cache_dir() / "models" / f"tiny_wan-s{int(model_cfg.tiny_seed)}"
+    arch = str(getattr(model_cfg, "arch", "wan2.1_i2v"))
+    stem = "tiny_wan" if arch == "wan2.1_i2v" else f"tiny_{arch}"
+    final = cache_dir() / "models" / f"{stem}-s{int(model_cfg.tiny_seed)}"
     if not missing_parts(final):
         if safetensors_dir_whole(final):
             return final
         log.warning("cached tiny model %s has a truncated weight file: rebuilding it", final)
         shutil.rmtree(final, ignore_errors=True)
-    return _write_tiny_atomically(final, int(model_cfg.tiny_seed))
-
-
-def _write_tiny_atomically(final: Path, seed: int) -> Path:
-    from rank_sweep.model.tiny import make_tiny
+    from rank_sweep.model.tiny22 import write_tiny_once
     from rank_sweep.seeding import forked_rng
-    from rank_sweep.utils.atomic import publish_dir
 
-    def write(tmp: Path) -> None:
-        with forked_rng():  # the tiny model seeds itself; the caller's RNG stays untouched
-            make_tiny(tmp, seed=seed)
-
-    return publish_dir(final, write, complete=lambda p: not missing_parts(p))
+    with forked_rng():  # the tiny model seeds itself; the caller's RNG stays untouched
+        return write_tiny_once(final, int(model_cfg.tiny_seed), arch)
 
 
 MODEL_DTYPES = ("float32", "bfloat16", "float16")  # what model.dtype may say
@@ -80,17 +79,20 @@ class WanSpec:
     dtype: torch.dtype  # frozen text encoder dtype; VAE and CLIP stay float32 (as Wan does)
     shift: float
     _parts: dict[str, Any] = field(default_factory=dict, repr=False)
+    _options: dict[str, Any] | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(
         cls, model_cfg: Any, device: torch.device, dtype: torch.dtype | None = None
     ) -> WanSpec:
-        return cls(
+        spec = cls(
             path=resolve_model_path(model_cfg),
             device=torch.device(device),
             dtype=dtype if dtype is not None else _dtype(model_cfg.dtype),
             shift=float(model_cfg.flow_shift),
         )
+        spec.check_arch(str(getattr(model_cfg, "arch", "wan2.1_i2v")))
+        return spec
 
     # ---- properties -------------------------------------------------------------------
     @cached_property
@@ -99,14 +101,61 @@ class WanSpec:
         cfg = json.loads((self.path / "vae" / "config.json").read_text())
         return int(cfg.get("scale_factor_temporal", 4)), int(cfg.get("scale_factor_spatial", 8))
 
+    def transformer_config(self) -> dict:
+        return json.loads((self.path / "transformer" / "config.json").read_text())
+
+    @property
+    def options(self) -> dict:
+        """{boundary_ratio, expand_timesteps} from the dir's model_index.json."""
+        if self._options is None:
+            self._options = pipeline_options(self.path)
+        return self._options
+
+    @property
+    def boundary_ratio(self) -> float | None:
+        return self.options["boundary_ratio"]
+
+    @property
+    def expand_timesteps(self) -> bool:
+        return self.options["expand_timesteps"]
+
+    @property
+    def latent_channels(self) -> int:
+        return int(json.loads((self.path / "vae" / "config.json").read_text())["z_dim"])
+
+    @property
+    def has_image_encoder(self) -> bool:
+        return self.transformer_config().get("image_dim") is not None
+
+    def check_arch(self, arch: str) -> None:
+        """One-line error when `model.arch` and the dir's layout disagree."""
+        found = (
+            "wan2.2_i2v_a14b"
+            if self.boundary_ratio is not None
+            else "wan2.2_ti2v_5b"
+            if self.expand_timesteps
+            else "wan2.1_i2v"
+        )
+        if arch != found:
+            raise ModelError(f"model.arch={arch} but {self.path} holds a {found} pipeline")
+
     # ---- loading ----------------------------------------------------------------------
     def load_transformer(self, dtype: torch.dtype = torch.float32):
+        """The denoiser: one WanTransformer3DModel, or both Wan2.2 A14B experts as one
+        `WanExperts` module switched at the boundary (the pipeline's rule)."""
         from diffusers import WanTransformer3DModel
 
-        model = WanTransformer3DModel.from_pretrained(
-            self.path, subfolder="transformer", torch_dtype=dtype
-        )
-        return model.to(self.device)
+        def one(sub: str):
+            return WanTransformer3DModel.from_pretrained(
+                self.path, subfolder=sub, torch_dtype=dtype
+            )
+
+        if self.boundary_ratio is None:
+            return one("transformer").to(self.device)
+        from rank_sweep.model.experts import WanExperts
+
+        experts = WanExperts(one("transformer"), one("transformer_2"), self.boundary_ratio)
+        return experts.to(self.device)
 
     def load_scheduler(self):
         """The model dir's scheduler with this spec's flow shift (3.0 at 480p, 5.0 at 720p)."""
@@ -118,7 +167,10 @@ class WanSpec:
         return cls.from_config(cfg, **{key: self.shift})
 
     def load_encoders(self) -> None:
-        for name in ("vae", "text_encoder", "tokenizer", "image_encoder", "image_processor"):
+        names = ["vae", "text_encoder", "tokenizer"]
+        if self.has_image_encoder:
+            names += ["image_encoder", "image_processor"]
+        for name in names:
             self._part(name)
 
     def free_encoders(self) -> None:
@@ -183,7 +235,10 @@ class WanSpec:
 
     @torch.no_grad()
     def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """CLIP penultimate hidden states [B, N, Dclip] of uint8 [B, H, W, 3] frames."""
+        """CLIP penultimate hidden states [B, N, Dclip] of uint8 [B, H, W, 3] frames; an
+        empty [B, 0, 1] for Wan2.2, which sees the image only through its latent."""
+        if not self.has_image_encoder:
+            return torch.zeros(images.shape[0], 0, 1)
         from PIL import Image
 
         proc, enc = self._part("image_processor"), self._part("image_encoder")
@@ -228,6 +283,8 @@ class WanSpec:
             raise ModelError(f"num_frames={num_frames} must be {t_stride}k+1 (VAE stride)")
         b, _, h, w = first_frame.shape
         ff = first_frame.to(self.device, torch.float32).unsqueeze(2)
+        if self.expand_timesteps:  # TI2V-5B: [B, z, 1, H', W'], the clean first-frame latent
+            return self.encode_video(ff)
         video = torch.cat([ff, ff.new_zeros(b, 3, num_frames - 1, h, w)], dim=2)
         lat = self.encode_video(video)
         return torch.cat([frame_mask(b, num_frames, lat.shape[-2:], t_stride, lat), lat], dim=1)
@@ -241,8 +298,24 @@ class WanSpec:
         text_emb: torch.Tensor,
         image_emb: torch.Tensor,
     ) -> torch.Tensor:
-        """Flow prediction (noise - x0) of the transformer for 36-channel I2V input."""
+        """Flow prediction (noise - x0) of the transformer for this spec's I2V input."""
         return predict_flow(transformer, noisy, timestep, cond, text_emb, image_emb)
+
+    def finalize_latents(self, latents: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """After sampling: TI2V-5B puts the clean first-frame latent back (the pipeline does)."""
+        if not self.expand_timesteps:
+            return latents
+        return torch.cat([cond.to(latents.dtype), latents[:, :, 1:]], dim=2)
+
+
+def _config(transformer: torch.nn.Module):
+    return getattr(transformer, "module", transformer).config  # DeepSpeed keeps it inside
+
+
+def expands_timesteps(transformer: torch.nn.Module) -> bool:
+    """TI2V-5B takes the latent itself (in = out channels); I2V models take 16 + 20."""
+    cfg = _config(transformer)
+    return int(cfg.in_channels) == int(cfg.out_channels)
 
 
 def predict_flow(
@@ -251,21 +324,37 @@ def predict_flow(
     timestep: torch.Tensor,
     cond: torch.Tensor,
     text_emb: torch.Tensor,
-    image_emb: torch.Tensor,
+    image_emb: torch.Tensor | None,
 ) -> torch.Tensor:
-    """Flow prediction (noise - x0): noisy latent (16) + I2V condition (20) = 36 channels."""
+    """Flow prediction (noise - x0) with the pipeline's input rule: Wan2.1/Wan2.2-A14B get
+    noisy latent (16) + I2V condition (20) = 36 channels; TI2V-5B gets the noisy latent with
+    its first frame replaced by the clean image latent and per-token timesteps that are 0 on
+    that frame (`expand_timesteps`)."""
     # diffusers' ModelMixin.dtype skips _keep_in_fp32_modules (Wan keeps norms, time
     # embedder and modulation tables in fp32 even in a bf16 model)
     inner = getattr(transformer, "module", transformer)  # a DeepSpeed wrapper's model
     dtype = getattr(inner, "dtype", None)
     if not isinstance(dtype, torch.dtype):
         dtype = next(transformer.parameters()).dtype
-    hidden = torch.cat([noisy, cond.to(noisy.dtype)], dim=1).to(dtype)
+    cfg = _config(transformer)
+    if expands_timesteps(transformer):
+        keep = torch.ones_like(noisy[:, :1])
+        keep[:, :, 0] = 0  # 0 on the given first frame, 1 where the model denoises
+        hidden = ((1 - keep) * cond.to(noisy.dtype) + keep * noisy).to(dtype)
+        _, ph, pw = cfg.patch_size
+        per_token = keep[:, 0, :, ::ph, ::pw] * timestep.to(keep.dtype).view(-1, 1, 1, 1)
+        timestep = per_token.flatten(1)
+    else:
+        hidden = torch.cat([noisy, cond.to(noisy.dtype)], dim=1).to(dtype)
+    if cfg.image_dim is None or image_emb is None or image_emb.shape[1] == 0:
+        image_emb = None  # Wan2.2 has no CLIP branch
+    else:
+        image_emb = image_emb.to(dtype)
     return transformer(
         hidden_states=hidden,
         timestep=timestep,
         encoder_hidden_states=text_emb.to(dtype),
-        encoder_hidden_states_image=image_emb.to(dtype),
+        encoder_hidden_states_image=image_emb,
         return_dict=False,
     )[0]
 
@@ -273,10 +362,20 @@ def predict_flow(
 def forward_batch(
     transformer: torch.nn.Module, batch: dict, noisy: torch.Tensor, timestep: torch.Tensor
 ) -> torch.Tensor:
-    """The training loop's `forward_fn` for precomputed batches (cond, text_emb, image_emb)."""
-    return predict_flow(
+    """The training loop's `forward_fn` for precomputed batches (cond, text_emb, image_emb).
+
+    TI2V-5B: the first latent frame is given, not predicted, so its prediction is replaced
+    by its exact target (noisy - x0) / sigma and adds no loss or gradient, as trainers that
+    drop frame 0 from the loss do (up to the (T-1)/T averaging factor)."""
+    pred = predict_flow(
         transformer, noisy, timestep, batch["cond"], batch["text_emb"], batch["image_emb"]
     )
+    if not expands_timesteps(transformer):
+        return pred
+    sigma = (timestep.float() / 1000.0).view(-1, 1, 1, 1, 1)
+    x0 = batch["latents"].to(noisy.dtype)
+    first = ((noisy[:, :, :1] - x0[:, :, :1]) / sigma).to(pred.dtype)
+    return torch.cat([first, pred[:, :, 1:]], dim=2)
 
 
 def frame_mask(

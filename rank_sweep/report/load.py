@@ -7,6 +7,7 @@ MLflow client pointed at a missing SQLite file would silently create an empty DB
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -91,6 +92,8 @@ def artifact_bytes(client, run_id: str, path: str) -> int:
     for item in client.list_artifacts(run_id, path):
         if item.is_dir:
             total += artifact_bytes(client, run_id, item.path)
+        elif Path(item.path).name.startswith("lora_comfyui"):
+            continue  # the ComfyUI export is a second copy of the same adapter weights
         else:
             total += int(item.file_size or 0)
     return total

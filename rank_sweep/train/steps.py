@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.distributed as tdist
 
+from rank_sweep.model.experts import restrict_sigmas, sigma_range_of
 from rank_sweep.train.flow import (
     add_noise,
     flow_loss,
@@ -115,6 +116,7 @@ def micro_batch_loss(
 ) -> torch.Tensor:
     x0 = batch["latents"].float()
     noise, sigma = sample_noise_and_sigma(x0, cfg, shift, seeds)
+    sigma = restrict_sigmas(sigma, *sigma_range_of(model))  # Wan2.2: the trained expert(s)
     noisy = add_noise(x0, noise, sigma)
     with torch.autocast(
         x0.device.type, dtype=amp_dtype or torch.bfloat16, enabled=amp_dtype is not None
@@ -161,6 +163,7 @@ def validation_loss(
         ),
         shift,
     )
+    sig = restrict_sigmas(sig, *sigma_range_of(model))
     n = len(val_set)
     rounds = -(-n // world)
     total = torch.zeros(2, dtype=torch.float64, device=device)
