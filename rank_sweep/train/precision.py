@@ -72,13 +72,6 @@ def upcast_trainable(model: torch.nn.Module) -> int:
     return n
 
 
-def cast_trainable(model: torch.nn.Module, dtype: torch.dtype) -> None:
-    """Trainable parameters to `dtype` in place: used once training is over, for saving."""
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != dtype:
-            p.data = p.data.to(dtype)
-
-
 def save_dtype(cfg: Any) -> torch.dtype:
     from omegaconf import OmegaConf
 
