@@ -50,7 +50,10 @@ class Reporter:
             uri = self._tracking_uri()
             ensure_store(uri, cfg.track.experiment)
             self.reused = find_run_by_fingerprint(
-                uri, cfg.track.experiment, self.fingerprint, ("completed", "pruned")
+                uri,
+                cfg.track.experiment,
+                self.fingerprint,
+                ("completed", "pruned", "stopped_plateau"),
             )
             if self.reused is not None:
                 log.info("reusing finished run %s (same effective config)", _run_id(self.reused))
@@ -182,7 +185,7 @@ class Reporter:
         if not self.enabled:
             return
         if self.trial is not None:
-            if status == "completed" and objective is not None:
+            if status in ("completed", "stopped_plateau") and objective is not None:
                 self.trial.complete(objective)
             elif status == "pruned":
                 self.trial.prune()

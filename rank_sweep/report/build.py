@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rank_sweep.report import plots, render
+from rank_sweep.report import extra, plots, render
 from rank_sweep.report.table import (
     RANDOM_INIT_BANNER,
     add_deltas,
@@ -19,6 +19,7 @@ from rank_sweep.report.table import (
     random_init,
     report_warnings,
 )
+from rank_sweep.study.store import load_votes
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,9 @@ class ReportPaths:
     warnings: list[str] = field(default_factory=list)
 
 
-def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -> ReportPaths:
+def build_report(
+    df: pd.DataFrame, out_dir: Path, *, title: str | None = None, votes: list | None = None
+) -> ReportPaths:
     """Write the report of the runs in `df` (as `load_runs` returns, possibly sliced).
 
     Rows are re-ordered and deltas recomputed, so a slice (one seed, some ranks) gets a
@@ -54,6 +57,12 @@ def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -
         "fvd_vs_params": ("FVD vs trainable parameters", lambda: plots.fig_fvd_vs_params(df)),
         "fvd_over_steps": ("FVD over training steps", lambda: plots.fig_fvd_over_steps(df)),
     }
+    for m in ("lpips", "clipsim_img", "clipsim_temporal", "clipsim_text"):
+        if any(c.startswith(f"{m}/") for c in df.columns):
+            figures[f"{m}_vs_rank"] = (f"{extra.LABELS[m]} vs LoRA rank",
+                                       lambda m=m: plots.fig_metric_vs_rank(df, m))  # fmt: skip
+    if votes is None:
+        votes = load_votes(df.attrs.get("sweep_id") or "unparented")
     pngs: dict[str, Path] = {}
     captions: dict[str, Path] = {}
     for name, (caption, make) in figures.items():
@@ -78,6 +87,7 @@ def build_report(df: pd.DataFrame, out_dir: Path, *, title: str | None = None) -
         rows=rows,
         stamp=protocol_stamp(df),
         plots=captions,
+        sections=extra.sections(df, votes),
     )
     md = out_dir / "report.md"
     md.write_text(render.markdown(content), encoding="utf-8")

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from rank_sweep.report.extra import extra_record
 from rank_sweep.report.table import derive_columns
 from rank_sweep.track import store
 from rank_sweep.track.runs import TAG_PARENT, TAG_ROLE, TAG_SWEEP_ID, search_runs
@@ -169,6 +170,7 @@ def run_record(client, run, sweep_id: str | None) -> dict[str, Any]:
     for key, value in params.items():
         if key.startswith("protocol."):
             rec[key] = value
+    rec.update(extra_record(run))  # CLIP-SIM/LPIPS, recipe, plateau step (issue 17)
     rec["adapter_bytes"] = artifact_bytes(client, run.info.run_id, WEIGHTS_DIR.get(method, ""))
     return rec
 

@@ -20,6 +20,7 @@ class ReportContent:
     rows: list[list[str]]
     stamp: dict[str, dict[str, str]]
     plots: dict[str, Path] = field(default_factory=dict)  # caption -> PNG
+    sections: list = field(default_factory=list)  # report.extra.Section (title, table, note)
 
 
 def _md_cell(text: str) -> str:
@@ -37,6 +38,11 @@ def markdown(c: ReportContent) -> str:
     out.append("|" + "---|" * len(c.headers))
     out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in c.rows]
     out += ["", "Δ = run minus the full fine-tune baseline (same seed when available).", ""]
+    for sec in c.sections:
+        out += [f"## {sec.title}", "", "| " + " | ".join(_md_cell(h) for h in sec.headers) + " |"]
+        out += ["|" + "---|" * len(sec.headers)]
+        out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in sec.rows]
+        out += ["", sec.note, ""] if sec.note else [""]
     out += ["## Protocol stamp", ""]
     if not c.stamp:
         out += ["No protocol stamp in any run.", ""]
@@ -90,6 +96,10 @@ def html_page(c: ReportContent) -> str:
         parts.append(f'<div class="warn"><h2>Warnings</h2><ul>{items}</ul></div>')
     parts += ["<h2>Results</h2>", _table(c.headers, c.rows)]
     parts.append("<p>Δ = run minus the full fine-tune baseline (same seed when available).</p>")
+    for sec in c.sections:
+        parts += [f"<h2>{e(sec.title)}</h2>", _table(sec.headers, sec.rows)]
+        if sec.note:
+            parts.append(f"<p>{e(sec.note)}</p>")
     parts.append("<h2>Protocol stamp</h2>")
     if not c.stamp:
         parts.append("<p>No protocol stamp in any run.</p>")

@@ -14,7 +14,7 @@ TAG_STATUS = "rank_sweep.status"
 TAG_FINGERPRINT = "rank_sweep.fingerprint"
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own tag: the UI nests children under it
 
-FINAL_STATUSES = ("completed", "pruned", "failed")
+FINAL_STATUSES = ("completed", "pruned", "failed", "stopped_plateau")
 ALL_STATUSES = (*FINAL_STATUSES, "running")
 
 

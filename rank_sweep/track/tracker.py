@@ -38,7 +38,12 @@ MAX_TAG_VAL_LENGTH = 8000
 _PARAMS_PER_BATCH = 100
 _METRICS_PER_BATCH = 1000
 
-_MLFLOW_STATUS = {"completed": "FINISHED", "pruned": "KILLED", "failed": "FAILED"}
+_MLFLOW_STATUS = {
+    "completed": "FINISHED",
+    "pruned": "KILLED",
+    "failed": "FAILED",
+    "stopped_plateau": "FINISHED",  # early stop on a plateau: the run's own end (issue 17)
+}
 
 
 def truncate(value: str, limit: int) -> str:
