@@ -82,6 +82,26 @@ class DataConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of `train.stages` (see rank_sweep/train/stages.py)."""
+
+    name: str = "stage"
+    view: str = "clips"  # clips | window (first latent_frames latent frames) | stills
+    latent_frames: int = 1  # window: latent frames kept (pixel frames 4(k-1)+1)
+    steps: int = 0  # the stages' steps must add up to train.steps
+    lr: Optional[float] = None  # null = finetune.lr * train.lr_scale
+    target_modules: Optional[list[str]] = None  # null = every adapted module
+
+
+@dataclass
+class EarlyStopConfig:
+    metric: Optional[str] = None  # e.g. lpips/<data.name> or val/loss; null = no early stop
+    patience: int = 3  # evaluations without improvement before stopping
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
+    mode: str = "auto"  # auto (clipsim* max, others min) | min | max
+
+
+@dataclass
 class TrainConfig:
     steps: int = 4000  # optimizer steps (each = micro_batch * grad_accum clips per rank)
     micro_batch: int = 1  # clips per forward; memory grows linearly
@@ -105,6 +125,8 @@ class TrainConfig:
     val_clips: int = 4  # held-out clips for the validation loss
     val_quantiles: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5, 0.7, 0.9])
     val_every: int = 0  # 0 = only at eval steps and the end
+    stages: list[StageConfig] = field(default_factory=list)  # [] = one stage (the whole recipe)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 
 @dataclass
@@ -140,6 +162,15 @@ class EvalConfig:
     log_videos: int = 2  # sample mp4s logged per eval
     detector_size: int = 224  # frames resized to this before I3D (protocol: 224)
     inception_size: int = 299  # frames resized to this before Inception (FID protocol: 299; >= 75)
+    # CLIP-SIM (img: frame vs condition, temporal: consecutive frames, text: prompt vs frame)
+    # and LPIPS (generated vs real frames of the same clip); [] disables them.
+    extra_metrics: list[str] = field(
+        default_factory=lambda: ["clipsim_img", "clipsim_temporal", "clipsim_text", "lpips"]
+    )
+    extra_periodic: bool = True  # also at periodic evals (else only at the final one)
+    clip_path: Optional[str] = None  # transformers CLIPModel dir (text-frame); null = tiny random
+    lpips_path: Optional[str] = None  # dir with <net>.pth (lpips v0.1) + backbone; null = random
+    lpips_net: str = "alex"  # alex | vgg
 
 
 @dataclass

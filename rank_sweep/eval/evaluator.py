@@ -26,6 +26,7 @@ class EvalResult:
     metrics: dict[str, float]  # fvd/<dataset>, kid/<dataset>, ... (+ CI keys at the final eval)
     stamp: dict[str, str]  # protocol stamp
     videos: list[Path] = field(default_factory=list)  # sample mp4s written this eval
+    per_clip: dict[str, list[float]] = field(default_factory=dict)  # CLIP-SIM/LPIPS by clip
 
 
 class _FirstFrames(torch.utils.data.Dataset):
@@ -59,6 +60,7 @@ class Evaluator:
         self.detectors: dict[str, Any] = {}
         self.real: dict[str, np.ndarray] = {}
         self.conditioning: list[dict[str, torch.Tensor]] = []
+        self.extra: Any = None  # CLIP-SIM / LPIPS (eval/extra_metrics.py)
 
     # -- once per job -----------------------------------------------------------------------
     def prepare(self) -> None:
@@ -84,6 +86,9 @@ class Evaluator:
             )
             self.real[kind] = real_features(real_view, det, num_clips=self.n_real, key=key)
         self.conditioning = self._encode_conditioning()
+        from rank_sweep.eval.extra_metrics import build_extra
+
+        self.extra = build_extra(self.cfg, self.spec, self.eval_set, self.n_fake, self.device)
 
     def _encode_conditioning(self) -> list[dict[str, torch.Tensor]]:
         """Text/image embeddings and the first-frame condition of each eval clip: the same
@@ -164,6 +169,13 @@ class Evaluator:
             seed=int(self.ecfg.seed),
             kid_subset_size=int(scores.get("kid_subset_size_used", self.ecfg.kid_subset_size)),
         )
+        per_clip: dict[str, list[float]] = {}
+        if self.extra is not None:  # stamp always; score at the final eval, or every eval
+            stamp.update(self.extra.stamp(len(fake_clips)))
+            if final or bool(self.ecfg.extra_periodic):
+                extra = self.extra.score(fake_clips)
+                metrics.update(extra.metrics)
+                per_clip = extra.per_clip
         videos = []
         sample_dir = out_dir / "samples"
         sample_dir.mkdir(parents=True, exist_ok=True)
@@ -175,4 +187,4 @@ class Evaluator:
         log.info(
             "eval @%d: %s", step, ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if "/" in k)
         )
-        return EvalResult(metrics=metrics, stamp=stamp, videos=videos)
+        return EvalResult(metrics=metrics, stamp=stamp, videos=videos, per_clip=per_clip)

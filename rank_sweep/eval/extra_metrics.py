@@ -201,3 +201,26 @@ class ExtraMetrics:
     def pretrained(self) -> bool:
         dets = [d for d in (self._img, self._txt, self._lpips) if d is not None]
         return all(bool(d.pretrained) for d in dets)
+
+
+def build_extra(cfg: Any, spec: Any, eval_set: Any, n: int, device: Any) -> ExtraMetrics | None:
+    """The evaluator's hook: ExtraMetrics prepared on the first n eval clips, or None when
+    `eval.extra_metrics` is empty. The Wan CLIP encoder counts as pretrained only for a
+    real checkpoint (`model.path` set); the tiny model's is random-init."""
+    names = list(cfg.eval.get("extra_metrics") or [])
+    if not names:
+        return None
+    extra = ExtraMetrics(
+        metrics=names,
+        dataset=str(cfg.data.name),
+        model_dir=Path(spec.path),
+        wan_clip_pretrained=cfg.model.path is not None,
+        clip_path=cfg.eval.get("clip_path"),
+        lpips_path=cfg.eval.get("lpips_path"),
+        lpips_net=str(cfg.eval.get("lpips_net") or "alex"),
+        bootstrap=int(cfg.eval.bootstrap),
+        seed=int(cfg.eval.seed),
+        device=torch.device(device),
+    )
+    extra.prepare(eval_set, n)
+    return extra

@@ -131,17 +131,30 @@ def _run(
     history: list[dict[str, float]] = []
     key = objective_key(cfg)
     every = int(cfg.eval.every)
+    from rank_sweep.train.early_stop import PlateauWatch
+    from rank_sweep.train.stages import describe, parse_stages
+
+    watch = PlateauWatch.from_config(cfg.train)  # None unless train.early_stop.metric is set
+    stages = parse_stages(cfg.train)  # [] = the one-stage recipe
+    reporter.set_tags({"rank_sweep.recipe": "two_stage" if len(stages) == 2 else
+                       f"{len(stages)}_stage" if stages else "one_stage",
+                       "rank_sweep.stages": describe(stages)})  # fmt: skip
 
     def on_log(metrics: dict[str, float], step: int) -> None:
         reporter.log_metrics(metrics, step)
 
-    def on_eval(step: int, val_loss: float | None) -> bool:
-        final = step >= cfg.train.steps
+    def on_eval(step: int, val_loss: float | None, final_override: bool | None = None) -> bool:
+        final = step >= cfg.train.steps if final_override is None else final_override
         result = evaluator.evaluate(model, step, final=final, out_dir=out_dir)
         metrics = dict(result.metrics)
         if val_loss is not None:
             metrics["val/loss"] = val_loss
         reporter.log_metrics(metrics, step)
+        if final and result.per_clip and reporter.enabled:  # for paired run-vs-run intervals
+            clips = out_dir / "extra_per_clip" / f"{cfg.data.name}.json"
+            clips.parent.mkdir(parents=True, exist_ok=True)
+            clips.write_text(json.dumps({"step": step, **result.per_clip}))
+            reporter.log_artifact(clips, "extra_per_clip")
         if not history:  # the stamp is fixed for the job: log it once (params are immutable)
             reporter.log_params(
                 {f"protocol.{cfg.data.name}.{k}": v for k, v in result.stamp.items()}
@@ -155,19 +168,27 @@ def _run(
         if value is None:
             raise KeyError(f"prune.metric={key!r} is not produced by eval (got {sorted(metrics)})")
         # Only rank 0 reports; the loop makes every rank follow its decision.
-        return reporter.report_eval(float(value), eval_index) and not final
+        rerun = final_override is not None  # the plateau's final tier: already reported
+        prune = not rerun and reporter.report_eval(float(value), eval_index) and not final
+        if watch is not None and not final and watch.update(step, metrics):
+            # The run's own stop (not a prune): the final tier runs now, once.
+            log.info("plateau of %s at step %d: stopping", watch.metric, step)
+            reporter.set_tags({"rank_sweep.plateau_step": str(step)})
+            on_eval(step, val_loss, final_override=True)
+            return True
+        return prune
 
     hooks = TrainHooks(
         on_log=on_log,
         on_eval=on_eval,
-        get_extra=lambda: {"history": json.dumps(history)},
-        set_extra=lambda extra: history.extend(json.loads(extra.get("history", "[]"))),
+        get_extra=lambda: {
+            "history": json.dumps(history),
+            "plateau": json.dumps(watch.state() if watch else {}),
+        },
+        set_extra=lambda extra: _restore_extra(extra, history, watch),
     )
     t0 = time.time()
-    result = train(
-        model,
-        train_pre,
-        cfg.train,
+    common = dict(
         lr=float(cfg.finetune.lr) * float(cfg.train.lr_scale),
         state_dir=sdir,
         forward_fn=forward_batch,
@@ -177,7 +198,21 @@ def _run(
         hooks=hooks,
         dist=dist_ctx,
     )
-    status = "pruned" if result.stopped_early else "completed"
+    if stages:  # stage k+1 continues stage k's adapter; boundaries marked in MLflow
+        from rank_sweep.train.stages import train_stages
+
+        def on_stage(k: int, stage: Any, offset: int) -> None:
+            reporter.log_metrics({"train/stage": k}, offset)
+
+        result = train_stages(model, train_pre, cfg.train, stages, method=cfg.finetune.method,
+                              on_stage=on_stage, **common)  # fmt: skip
+    else:
+        result = train(model, train_pre, cfg.train, **common)
+    plateau_step = watch.stopped_at if watch is not None else None
+    status = (
+        "stopped_plateau" if plateau_step is not None
+        else "pruned" if result.stopped_early else "completed"
+    )  # fmt: skip
     objective = history[-1].get(key) if history else None
     summary = {
         "method": cfg.finetune.method,
@@ -188,7 +223,9 @@ def _run(
         "total_params": total_params,
         "steps": result.steps_done,
         "status": status,
-        "pruned_step": result.stop_step if result.stopped_early else None,
+        "pruned_step": result.stop_step if status == "pruned" else None,
+        "plateau_step": plateau_step,
+        "recipe": [s.describe() for s in stages] or "one_stage",
         "final_train_loss": result.final_train_loss,
         "final_val_loss": result.final_val_loss,
         "step_time_s": result.step_time_s,
@@ -226,6 +263,13 @@ def _run(
         reporter.finish(status, objective, pruned_step=summary["pruned_step"])
     log.info("job %s at step %d: %s=%s", status, result.steps_done, key, objective)
     return JobOutcome(status, objective, summary)
+
+
+def _restore_extra(extra: dict, history: list, watch: Any) -> None:
+    # Replace, not extend: a multi-stage run restores once per stage checkpoint.
+    history[:] = json.loads(extra.get("history", "[]"))
+    if watch is not None:
+        watch.load(json.loads(extra.get("plateau", "{}")))
 
 
 def _result_dir(cfg: DictConfig) -> str:
