@@ -5,12 +5,16 @@ the vote rows), so the notebook can call them on a slice.
 
 from __future__ import annotations
 
+import json
 import math
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-from rank_sweep.eval.extra_metrics import EXTRA_METRICS, HIGHER_IS_BETTER
+from rank_sweep.eval.extra_metrics import EXTRA_METRICS, HIGHER_IS_BETTER, paired_interval
 
 # Per-dataset columns read from MLflow: <m>/<ds> and <m>_ci_lo|hi/<ds>.
 EXTRA_COLUMNS = tuple(f"{m}{suffix}" for m in EXTRA_METRICS for suffix in ("", "_ci_lo", "_ci_hi"))
@@ -29,18 +33,43 @@ class Section:
     note: str = ""
 
 
-def extra_record(run) -> dict:
-    """Fields of one MLflow run for the table (called from `load.run_record`)."""
+def extra_record(run, client=None) -> dict:
+    """Fields of one MLflow run for the table (called from `load.run_record`); with a
+    client, also the per-clip values of the final eval (`extra_per_clip`: ds -> metric ->
+    list), which pair clip by clip with other runs."""
     tags, metrics = run.data.tags, run.data.metrics
     rec: dict = {
         "recipe": tags.get(TAG_RECIPE, "one_stage"),
         "stages": tags.get(TAG_STAGES, ""),
         "plateau_step": _int(tags.get(TAG_PLATEAU_STEP)),
+        "extra_per_clip": _per_clip(client, run.info.run_id) if client is not None else {},
     }
     for key, value in metrics.items():
         if "/" in key and key.split("/", 1)[0] in EXTRA_COLUMNS:
             rec[key] = value
     return rec
+
+
+def _per_clip(client, run_id: str) -> dict[str, dict[str, list[float]]]:
+    out: dict[str, dict[str, list[float]]] = {}
+    items = [a for a in client.list_artifacts(run_id, "extra_per_clip") if a.path.endswith(".json")]
+    if not items:
+        return out
+    with tempfile.TemporaryDirectory() as tmp:
+        for a in items:
+            data = json.loads(Path(client.download_artifacts(run_id, a.path, tmp)).read_text())
+            out[Path(a.path).stem] = {k: v for k, v in data.items() if k in EXTRA_METRICS}
+    return out
+
+
+def paired_delta(a: pd.Series, b: pd.Series, metric: str, ds: str, n_boot: int = 1000) -> str:
+    """'Δ [lo, hi]' of run a minus run b over the same clips, or '–' without per-clip values."""
+    va = (a.get("extra_per_clip") or {}).get(ds, {}).get(metric)
+    vb = (b.get("extra_per_clip") or {}).get(ds, {}).get(metric)
+    if not va or not vb or len(va) != len(vb):
+        return "–"
+    d, lo, hi = paired_interval(np.asarray(va), np.asarray(vb), n_boot, seed=0)
+    return f"{d:+.3g} [{lo:+.3g}, {hi:+.3g}]" if np.isfinite(lo) else f"{d:+.3g}"
 
 
 def _int(text: str | None) -> int | None:
@@ -92,14 +121,23 @@ def quality_section(df: pd.DataFrame) -> Section | None:
     names = extra_datasets(df)
     if not names:
         return None
+    full = df[(df["method"] == "full") & (df["status"] == "completed")]
+    base = full.iloc[0] if len(full) else None
     headers = ["run", "status"]
     for ds in names:
         headers += [f"{LABELS[m]} {ds} [95% CI]" for m in EXTRA_METRICS]
+        if base is not None:
+            headers += [f"Δ{LABELS[m]} {ds} vs full [paired 95% CI]" for m in EXTRA_METRICS]
     rows = []
     for _, r in df.iterrows():
         row = [label(r), status_text(r)]
         for ds in names:
             row += [_cell(r, m, ds) for m in EXTRA_METRICS]
+            if base is not None:
+                same = r["run_id"] == base["run_id"]
+                row += [
+                    "(baseline)" if same else paired_delta(r, base, m, ds) for m in EXTRA_METRICS
+                ]
         rows.append(row)
     arrows = ", ".join(f"{LABELS[m]} {'↑' if HIGHER_IS_BETTER[m] else '↓'}" for m in EXTRA_METRICS)
     note = (f"Per-clip means over the eval clips (clip i shares first frame, prompt and noise "
@@ -125,11 +163,24 @@ def recipe_section(df: pd.DataFrame) -> Section | None:
             rows.append([str(r["method"]), "–" if pd.isna(r["rank"]) else str(int(r["rank"])),
                          str(r["recipe"]), str(r.get("stages") or "–"), status_text(r),
                          _fmt(r.get("steps_done"))] + [_fmt(r.get(c)) for c in metric_cols])  # fmt: skip
+        one = grp[grp["recipe"] == "one_stage"]
+        multi = grp[grp["recipe"] != "one_stage"]
+        if len(one) == 1 and len(multi) == 1:  # paired over the same eval clips
+            a, b = multi.iloc[0], one.iloc[0]
+            cells = []
+            for c in metric_cols:
+                m, ds = c.split("/", 1)
+                cells.append(paired_delta(a, b, m, ds) if m in EXTRA_METRICS
+                             else _fmt(a.get(c) - b.get(c)) if pd.notna(a.get(c)) and pd.notna(b.get(c))
+                             else "–")  # fmt: skip
+            rows.append(["", "", f"{str(a['recipe']).replace('_', '-')} − one-stage", "", "", ""]
+                        + cells)  # fmt: skip
     if not rows:
         return None
     return Section("One-stage vs two-stage recipe", headers, rows,
                    "Same rank, same data and eval; two-stage = train.stages (stage 2 continues "
-                   "stage 1's adapter).")  # fmt: skip
+                   "stage 1's adapter). The difference row pairs CLIP-SIM/LPIPS clip by clip "
+                   "(95% bootstrap over the same clips); FVD/KID differences are plain.")  # fmt: skip
 
 
 def votes_section(df: pd.DataFrame, votes: list) -> Section | None:

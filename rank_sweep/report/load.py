@@ -170,7 +170,7 @@ def run_record(client, run, sweep_id: str | None) -> dict[str, Any]:
     for key, value in params.items():
         if key.startswith("protocol."):
             rec[key] = value
-    rec.update(extra_record(run))  # CLIP-SIM/LPIPS, recipe, plateau step (issue 17)
+    rec.update(extra_record(run, client))  # CLIP-SIM/LPIPS, recipe, plateau step (issue 17)
     rec["adapter_bytes"] = artifact_bytes(client, run.info.run_id, WEIGHTS_DIR.get(method, ""))
     return rec
 

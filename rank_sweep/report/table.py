@@ -208,6 +208,7 @@ def report_warnings(df: pd.DataFrame) -> list[str]:
             df["rank"].astype("float").fillna(-1),
             df["seed"].astype("float").fillna(-1),
             df["data_name"].fillna(""),
+            df.get("recipe", pd.Series("", index=df.index)).fillna(""),  # 1- vs 2-stage (i17)
         ]
     )
     for _, group in dup:
@@ -320,7 +321,7 @@ def long_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"rank": "Int64", "seed": "Int64"})
 
 
-CSV_DROP = ("fvd_history",)
+CSV_DROP = ("fvd_history", "extra_per_clip")
 
 
 def csv_table(df: pd.DataFrame) -> pd.DataFrame:
