@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full lint demo sweep baseline-full report ui optuna-ui clean
+.PHONY: help install test test-full lint demo sweep baseline-full report ui optuna-ui study browser-deps clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -54,10 +54,18 @@ report: $(STAMP) ## comparison table, plots and HTML report from the MLflow stor
 ui: $(STAMP) ## MLflow UI bound to 127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
+SWEEP ?=
+study: $(STAMP) ## blind A/B page on 127.0.0.1:8765: make study SWEEP=<id> (default: newest sweep)
+	$(BIN)/python -m rank_sweep.study serve $(if $(SWEEP),--sweep $(SWEEP)) $(ARGS)
+
+browser-deps: ## Debian Chromium + chromedriver for the A/B page's browser test (root, apt)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
 optuna-ui: $(STAMP) ## Optuna dashboard (local) on 127.0.0.1:8080
 	@test -x $(BIN)/optuna-dashboard || $(BIN)/pip install -qq -c constraints.txt optuna-dashboard
 	$(BIN)/optuna-dashboard sqlite:///$(CURDIR)/optuna.db --host 127.0.0.1 --port 8080
 
 clean: ## remove caches, outputs and stores (keeps .venv)
-	rm -rf .cache outputs multirun mlflow.db mlartifacts optuna.db optuna_journal.log reports .pytest_cache .ruff_cache
+	rm -rf .cache outputs multirun mlflow.db mlartifacts optuna.db votes.db* optuna_journal.log reports .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -171,7 +171,7 @@ def recipe_section(df: pd.DataFrame) -> Section | None:
             for c in metric_cols:
                 m, ds = c.split("/", 1)
                 cells.append(paired_delta(a, b, m, ds) if m in EXTRA_METRICS
-                             else _fmt(a.get(c) - b.get(c)) if pd.notna(a.get(c)) and pd.notna(b.get(c))
+                             else f"{a.get(c) - b.get(c):+.3g}" if pd.notna(a.get(c)) and pd.notna(b.get(c))
                              else "–")  # fmt: skip
             rows.append(["", "", f"{str(a['recipe']).replace('_', '-')} − one-stage", "", "", ""]
                         + cells)  # fmt: skip
