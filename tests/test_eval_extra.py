@@ -100,3 +100,27 @@ def test_intervals_contain_point_and_pair():
     _, ulo, uhi = em.mean_interval(a, 200, 0)
     assert (hi - lo) < (uhi - ulo) / 10
     assert np.isnan(em.mean_interval(a[:1], 200, 0)[1])
+
+
+def test_extra_metrics_score_against_real_clips(tiny_wan_dir):
+    """Generated == real gives LPIPS 0 on every clip; a frozen clip gives CLIP-SIM img and
+    temporal 1; values come per clip, in clip order, with intervals around the mean."""
+    rng = np.random.default_rng(3)
+    clips = rng.integers(0, 256, (3, 5, 32, 32, 3), dtype=np.uint8)
+    clips[1] = clips[1, :1]  # clip 1 is a still: every frame equals its first frame
+    eval_set = [
+        {"video": torch.from_numpy(c), "first_frame": torch.from_numpy(c[0]), "caption": cap}
+        for c, cap in zip(clips, ["a red ball", "blue stripes moving left", "noise"])
+    ]
+    ex = em.ExtraMetrics(list(em.EXTRA_METRICS), "ds", tiny_wan_dir, False, bootstrap=50)
+    ex.prepare(eval_set, 3)
+    same = ex.score(clips)
+    assert same.per_clip["lpips"] == pytest.approx([0.0, 0.0, 0.0], abs=1e-9)
+    assert same.per_clip["clipsim_img"][1] == pytest.approx(1.0)
+    assert same.per_clip["clipsim_temporal"][1] == pytest.approx(1.0)
+    m = same.metrics
+    assert m["clipsim_text/ds"] == pytest.approx(np.mean(same.per_clip["clipsim_text"]))
+    assert m["clipsim_img_ci_lo/ds"] <= m["clipsim_img/ds"] <= m["clipsim_img_ci_hi/ds"]
+    other = ex.score(clips[:, ::-1].copy())  # time-reversed: frames 1.. differ from real
+    assert all(v > 0 for i, v in enumerate(other.per_clip["lpips"]) if i != 1)
+    assert other.stamp["extra.lpips.pretrained"] == "false" and ex.pretrained is False

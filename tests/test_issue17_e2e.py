@@ -91,7 +91,7 @@ def test_plateau_early_stop_is_its_own_status(store: Path, tmp_path):
 
     # min_delta far above any change: the metric is flat by construction -> stop at the
     # 2nd eval (patience 1), step 4 of 8; the final tier then runs once at that step.
-    _cli(store, "train.steps=8", "sweep_name=plateau", "train.early_stop.metric=lpips/synthetic",
+    _cli(store, "-m", "train.steps=8", "sweep_name=plateau", "train.early_stop.metric=lpips/synthetic",
          "train.early_stop.patience=1", "train.early_stop.min_delta=1000")  # fmt: skip
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     (run,) = _children(client, "plateau")

@@ -109,7 +109,7 @@ class ExtraMetrics:
     _lpips: Any = field(default=None, repr=False)
     _cond: np.ndarray | None = field(default=None, repr=False)
     _text: np.ndarray | None = field(default=None, repr=False)
-    _real: np.ndarray | None = field(default=None, repr=False)
+    _eval_set: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.metrics) - set(EXTRA_METRICS))
@@ -119,53 +119,57 @@ class ExtraMetrics:
             )
 
     def prepare(self, eval_set: Any, n: int) -> None:
-        """Encode the conditions/prompts and keep the real frames of the first n eval clips."""
+        """Load the detectors and encode the first frames / prompts of eval clips 0..n-1.
+        Real frames for LPIPS are read clip by clip at scoring time (never all in memory)."""
         from rank_sweep.eval.detectors.clip import load_clip_text_image, load_wan_image_encoder
         from rank_sweep.eval.detectors.lpips import load_lpips
 
-        items = [eval_set[i] for i in range(n)]
+        self._eval_set = eval_set
+        firsts, captions = [], []
+        for i in range(n):
+            item = eval_set[i]
+            firsts.append(item["first_frame"])
+            captions.append(str(item.get("caption") or ""))
         if {"clipsim_img", "clipsim_temporal"} & set(self.metrics):
             self._img = load_wan_image_encoder(
                 self.model_dir, pretrained=self.wan_clip_pretrained, device=self.device
             )
-            firsts = torch.stack([it["first_frame"] for it in items])
-            self._cond = self._img.embed(firsts)
+            self._cond = self._img.embed(torch.stack(firsts))
         if "clipsim_text" in self.metrics:
             self._txt = load_clip_text_image(self.clip_path, device=self.device)
-            self._text = self._txt.embed_text([str(it.get("caption") or "") for it in items])
+            self._text = self._txt.embed_text(captions)
         if "lpips" in self.metrics:
             self._lpips = load_lpips(self.lpips_path, self.lpips_net, device=self.device)
-            self._real = np.stack([it["video"].numpy() for it in items])
 
-    def _frame_emb(self, enc_embed: Any, clips: np.ndarray) -> np.ndarray:
-        n, t = clips.shape[:2]
-        flat = enc_embed(clips.reshape(n * t, *clips.shape[2:]))
-        return flat.reshape(n, t, -1)
-
-    def score(self, fake: np.ndarray) -> ExtraResult:
-        """fake: uint8 [N, T, H, W, 3] generated from eval clips 0..N-1 (same order)."""
-        per: dict[str, np.ndarray] = {}
+    def score_clip(self, i: int, clip: np.ndarray) -> dict[str, float]:
+        """Per-clip values of generated clip i (uint8 [T, H, W, 3], from eval clip i): the
+        unit a batched or sharded evaluator feeds; `summarize` turns them into metrics."""
+        out: dict[str, float] = {}
         if self._img is not None:
-            emb = self._frame_emb(self._img.embed, fake)
+            emb = self._img.embed(clip)[None]
             if "clipsim_img" in self.metrics:
-                per["clipsim_img"] = clipsim_img(emb, self._cond[: len(fake)])
+                out["clipsim_img"] = float(clipsim_img(emb, self._cond[i : i + 1])[0])
             if "clipsim_temporal" in self.metrics:
-                per["clipsim_temporal"] = clipsim_temporal(emb)
+                out["clipsim_temporal"] = float(clipsim_temporal(emb)[0])
         if self._txt is not None:
-            emb = self._frame_emb(self._txt.embed_images, fake)
-            per["clipsim_text"] = clipsim_text(emb, self._text[: len(fake)])
+            emb = self._txt.embed_images(clip)[None]
+            out["clipsim_text"] = float(clipsim_text(emb, self._text[i : i + 1])[0])
         if self._lpips is not None:
-            t = min(fake.shape[1], self._real.shape[1])
-            real = self._real[: len(fake), 1:t]
-            gen = fake[:, 1:t]
-            if real.shape[2:4] != gen.shape[2:4]:
-                raise ValueError(f"LPIPS: generated {gen.shape[2:4]} vs real {real.shape[2:4]}")
-            n, tt = gen.shape[:2]
+            real = np.asarray(self._eval_set[i]["video"])
+            t = min(len(clip), len(real))
+            if real.shape[1:3] != clip.shape[1:3]:
+                raise ValueError(f"LPIPS: generated {clip.shape[1:3]} vs real {real.shape[1:3]}")
             d = self._lpips.distance(
-                torch.from_numpy(np.ascontiguousarray(gen.reshape(n * tt, *gen.shape[2:]))),
-                torch.from_numpy(np.ascontiguousarray(real.reshape(n * tt, *real.shape[2:]))),
+                torch.from_numpy(np.ascontiguousarray(clip[1:t])),
+                torch.from_numpy(np.ascontiguousarray(real[1:t])),
             )
-            per["lpips"] = d.numpy().reshape(n, tt).mean(axis=1)
+            out["lpips"] = float(d.mean())
+        return out
+
+    def summarize(self, per_clip: list[dict[str, float]]) -> ExtraResult:
+        """Means with intervals from per-clip values in clip order 0..N-1."""
+        names = [m for m in EXTRA_METRICS if per_clip and m in per_clip[0]]
+        per = {m: np.array([c[m] for c in per_clip], dtype=np.float64) for m in names}
         metrics: dict[str, float] = {}
         for name, values in per.items():
             point, lo, hi = mean_interval(values, self.bootstrap, self.seed)
@@ -176,8 +180,12 @@ class ExtraMetrics:
         return ExtraResult(
             metrics=metrics,
             per_clip={k: [float(x) for x in v] for k, v in per.items()},
-            stamp=self.stamp(len(fake)),
+            stamp=self.stamp(len(per_clip)),
         )
+
+    def score(self, fake: np.ndarray) -> ExtraResult:
+        """fake: uint8 [N, T, H, W, 3] generated from eval clips 0..N-1 (same order)."""
+        return self.summarize([self.score_clip(i, clip) for i, clip in enumerate(fake)])
 
     def stamp(self, n: int) -> dict[str, str]:
         """Flat protocol fields (logged under protocol.<ds>.extra.*)."""
