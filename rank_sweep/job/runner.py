@@ -131,14 +131,12 @@ def _run(
     history: list[dict[str, float]] = []
     key = objective_key(cfg)
     every = int(cfg.eval.every)
-    from rank_sweep.train.early_stop import PlateauWatch
-    from rank_sweep.train.stages import describe, parse_stages
+    from rank_sweep.train.early_stop import STATUS_PLATEAU, TAG_PLATEAU_STEP, PlateauWatch
+    from rank_sweep.train.stages import TAG_RECIPE, TAG_STAGES, describe, parse_stages, recipe_name
 
     watch = PlateauWatch.from_config(cfg.train)  # None unless train.early_stop.metric is set
     stages = parse_stages(cfg.train)  # [] = the one-stage recipe
-    reporter.set_tags({"rank_sweep.recipe": "two_stage" if len(stages) == 2 else
-                       f"{len(stages)}_stage" if stages else "one_stage",
-                       "rank_sweep.stages": describe(stages)})  # fmt: skip
+    reporter.set_tags({TAG_RECIPE: recipe_name(stages), TAG_STAGES: describe(stages)})
 
     def on_log(metrics: dict[str, float], step: int) -> None:
         reporter.log_metrics(metrics, step)
@@ -173,7 +171,7 @@ def _run(
         if watch is not None and not final and watch.update(step, metrics):
             # The run's own stop (not a prune): the final tier runs now, once.
             log.info("plateau of %s at step %d: stopping", watch.metric, step)
-            reporter.set_tags({"rank_sweep.plateau_step": str(step)})
+            reporter.set_tags({TAG_PLATEAU_STEP: str(step)})
             on_eval(step, val_loss, final_override=True)
             return True
         return prune
@@ -210,7 +208,7 @@ def _run(
         result = train(model, train_pre, cfg.train, **common)
     plateau_step = watch.stopped_at if watch is not None else None
     status = (
-        "stopped_plateau" if plateau_step is not None
+        STATUS_PLATEAU if plateau_step is not None
         else "pruned" if result.stopped_early else "completed"
     )  # fmt: skip
     objective = history[-1].get(key) if history else None

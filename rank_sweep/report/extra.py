@@ -15,12 +15,11 @@ import numpy as np
 import pandas as pd
 
 from rank_sweep.eval.extra_metrics import EXTRA_METRICS, HIGHER_IS_BETTER, paired_interval
+from rank_sweep.train.early_stop import TAG_PLATEAU_STEP
+from rank_sweep.train.stages import TAG_RECIPE, TAG_STAGES
 
 # Per-dataset columns read from MLflow: <m>/<ds> and <m>_ci_lo|hi/<ds>.
 EXTRA_COLUMNS = tuple(f"{m}{suffix}" for m in EXTRA_METRICS for suffix in ("", "_ci_lo", "_ci_hi"))
-TAG_RECIPE = "rank_sweep.recipe"  # one_stage | two_stage
-TAG_STAGES = "rank_sweep.stages"  # name:view:start-end|...
-TAG_PLATEAU_STEP = "rank_sweep.plateau_step"
 LABELS = {"clipsim_img": "CLIP-SIM img", "clipsim_temporal": "CLIP-SIM temporal",
           "clipsim_text": "CLIP-SIM text", "lpips": "LPIPS"}  # fmt: skip
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 STATUS_PLATEAU = "stopped_plateau"
+TAG_PLATEAU_STEP = "rank_sweep.plateau_step"  # the step the plateau stopped the run
 MODES = ("auto", "min", "max")
 _HIGHER_IS_BETTER_PREFIXES = ("clipsim",)
 

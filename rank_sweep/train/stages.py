@@ -34,6 +34,13 @@ from rank_sweep.train.loop import TrainHooks, TrainResult, train
 log = logging.getLogger(__name__)
 
 VIEWS = ("clips", "window", "stills")
+# Run tags (readers: report/extra.py). To move into track/contract.py with the other names.
+TAG_RECIPE = "rank_sweep.recipe"  # one_stage | two_stage | <n>_stage
+TAG_STAGES = "rank_sweep.stages"  # name:view:start-end|... (global steps)
+
+
+def recipe_name(stages: list[Stage]) -> str:
+    return {0: "one_stage", 2: "two_stage"}.get(len(stages), f"{len(stages)}_stage")
 
 
 @dataclass(frozen=True)
