@@ -120,3 +120,15 @@ def test_two_stages_continue_the_adapter_and_resume_across_the_boundary(tmp_path
     set_trainable(model2, "lora", None)
     a, b = trainable_state_dict(model), trainable_state_dict(model2)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stop_asked_at_a_stage_end_ends_the_run(tmp_path: Path):
+    """The loop ignores a stop at its own last step: the stage runner must honour it."""
+    model, data = build_model("lora", rank=2), make_data(2, frames=2)
+    cfg = _cfg()
+    marks: list[int] = []
+    res = train_stages(model, data, cfg, parse_stages(cfg), method="lora", lr=1e-2,
+                       state_dir=tmp_path, forward_fn=forward_batch, shift=3.0,
+                       on_stage=lambda k, s, off: marks.append(k),
+                       stop_requested=lambda: True)  # fmt: skip
+    assert (res.steps_done, res.stopped_early, res.stop_step, marks) == (3, True, 3, [1])

@@ -168,7 +168,12 @@ def _run(
         # Only rank 0 reports; the loop makes every rank follow its decision.
         rerun = final_override is not None  # the plateau's final tier: already reported
         prune = not rerun and reporter.report_eval(float(value), eval_index) and not final
-        if watch is not None and not final and watch.update(step, metrics):
+        if (
+            watch is not None
+            and watch.stopped_at is None
+            and not final
+            and watch.update(step, metrics)
+        ):
             # The run's own stop (not a prune): the final tier runs now, once.
             log.info("plateau of %s at step %d: stopping", watch.metric, step)
             reporter.set_tags({TAG_PLATEAU_STEP: str(step)})
@@ -203,7 +208,8 @@ def _run(
             reporter.log_metrics({"train/stage": k}, offset)
 
         result = train_stages(model, train_pre, cfg.train, stages, method=cfg.finetune.method,
-                              on_stage=on_stage, **common)  # fmt: skip
+                              on_stage=on_stage, stop_requested=lambda: bool(watch and
+                              watch.stopped_at is not None), **common)  # fmt: skip
     else:
         result = train(model, train_pre, cfg.train, **common)
     plateau_step = watch.stopped_at if watch is not None else None

@@ -168,10 +168,15 @@ def train_stages(
     state_dir: Path,
     hooks: TrainHooks | None = None,
     on_stage: Callable[[int, Stage, int], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
     dist: Any = None,
     **train_kw: Any,
 ) -> TrainResult:
-    """Run `stages` in order with `train`; returns one result over all stages (global steps)."""
+    """Run `stages` in order with `train`; returns one result over all stages (global steps).
+
+    The loop ignores a stop asked at its own last step, so a stop asked at a stage's last
+    eval (e.g. a plateau) is read from `stop_requested()` between stages.
+    """
     if dist is not None and getattr(dist, "world_size", 1) > 1:
         raise ValueError("train.stages runs with dist=single (requires_grad changes per stage)")
     hooks = hooks or TrainHooks()
@@ -193,8 +198,10 @@ def train_stages(
             dist=dist,
             **train_kw,
         )
-        results.append(res)
         offset += res.steps_done
+        if not res.stopped_early and k < len(stages) and stop_requested and stop_requested():
+            res = replace(res, stopped_early=True, stop_step=res.steps_done)
+        results.append(res)
         if res.stopped_early:
             break
     timed = [r for r in results if r.step_time_s > 0]
