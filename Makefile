@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-full lint demo sweep baseline-full report ui optuna-ui clean clean-all
+.PHONY: help install test test-full lint demo sweep baseline-full report ui optuna-ui study browser-deps clean clean-all
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  %-14s %s\n", $$1, $$2}'
@@ -56,6 +56,14 @@ report: $(STAMP) ## comparison table, plots and HTML report from the MLflow stor
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 ($RANK_SWEEP_TRACKING_URI or sqlite:///mlflow.db)
 	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -m rank_sweep.paths tracking-uri)" --host 127.0.0.1 --port 5000 --workers 1
 
+SWEEP ?=
+study: $(STAMP) ## blind A/B page on 127.0.0.1:8765: make study SWEEP=<id> (default: newest sweep)
+	$(BIN)/python -m rank_sweep.study serve $(if $(SWEEP),--sweep $(SWEEP)) $(ARGS)
+
+browser-deps: ## Debian Chromium + chromedriver for the A/B page's browser test (root, apt)
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver)
+
 optuna-ui: $(STAMP) ## Optuna dashboard (local) on 127.0.0.1:8080
 	@test -x $(BIN)/optuna-dashboard || $(BIN)/pip install -qq -c constraints.txt optuna-dashboard
 	$(BIN)/optuna-dashboard "$$($(BIN)/python -m rank_sweep.paths optuna-storage)" --host 127.0.0.1 --port 8080
@@ -65,7 +73,8 @@ optuna-ui: $(STAMP) ## Optuna dashboard (local) on 127.0.0.1:8080
 # optuna.db, journal) hold the results; `make clean-all` removes those too.
 CLEAN_TOP := outputs multirun reports .pytest_cache .ruff_cache
 STORES    := mlflow.db mlflow.db-shm mlflow.db-wal mlflow.db.lock mlartifacts optuna.db \
-             optuna.db-shm optuna.db-wal optuna.db.lock optuna_journal.log .rank_sweep_locks
+             optuna.db-shm optuna.db-wal optuna.db.lock optuna_journal.log .rank_sweep_locks \
+             votes.db votes.db-shm votes.db-wal
 
 clean: ## remove rebuildable caches and outputs; keeps the stores and resume state (.cache/jobs)
 	@gone="$$(ls -d $(CLEAN_TOP) 2>/dev/null; find .cache -mindepth 1 -maxdepth 1 ! -name jobs 2>/dev/null)"; \

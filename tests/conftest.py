@@ -182,3 +182,24 @@ def tiny_wan22_ti2v_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from rank_sweep.model.tiny22 import make_tiny_arch
 
     return make_tiny_arch("wan2.2_ti2v_5b", tmp_path_factory.mktemp("tiny_ti2v"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def mlflow_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """(study) An empty, fully migrated MLflow SQLite store, created once: creating one
+    costs ~15 s of migrations on 2 cores; tests copy it with `fresh_mlflow_uri`."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def fresh_mlflow_uri(mlflow_db_template: Path, tmp_path: Path) -> str:
+    """(study) sqlite URI of a private copy of the migrated empty store."""
+    import shutil
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_db_template, db)
+    return f"sqlite:///{db}"

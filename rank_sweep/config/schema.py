@@ -89,6 +89,26 @@ class DataConfig:
 
 
 @dataclass
+class StageConfig:
+    """One stage of `train.stages` (see rank_sweep/train/stages.py)."""
+
+    name: str = "stage"
+    view: str = "clips"  # clips | window (first latent_frames latent frames) | stills
+    latent_frames: int = 1  # window: latent frames kept (pixel frames 4(k-1)+1)
+    steps: int = 0  # the stages' steps must add up to train.steps
+    lr: Optional[float] = None  # null = finetune.lr * train.lr_scale
+    target_modules: Optional[list[str]] = None  # null = every adapted module
+
+
+@dataclass
+class EarlyStopConfig:
+    metric: Optional[str] = None  # e.g. lpips/<data.name> or val/loss; null = no early stop
+    patience: int = 3  # evaluations without improvement before stopping
+    min_delta: float = 0.0  # an improvement must beat the best by more than this
+    mode: str = "auto"  # auto (clipsim* max, others min) | min | max
+
+
+@dataclass
 class TrainConfig:
     steps: int = 4000  # optimizer steps (each = micro_batch * grad_accum clips per rank)
     micro_batch: int = 1  # clips per forward; memory grows linearly
@@ -123,6 +143,8 @@ class TrainConfig:
     # Pause knob: stop at this step with a checkpoint (the sweeper's rungs set it); the LR
     # schedule still comes from `steps`. Not part of the job fingerprint.
     stop_at: Optional[int] = None
+    stages: list[StageConfig] = field(default_factory=list)  # [] = one stage (the whole recipe)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 
 @dataclass
@@ -182,6 +204,15 @@ class EvalConfig:
     interval_level: float = 0.95  # level of the per-run and paired intervals
     periodic: PeriodicEvalConfig = field(default_factory=PeriodicEvalConfig)
     final: FinalEvalConfig = field(default_factory=FinalEvalConfig)
+    # CLIP-SIM (img: frame vs condition, temporal: consecutive frames, text: prompt vs frame)
+    # and LPIPS (generated vs real frames of the same clip); [] disables them.
+    extra_metrics: list[str] = field(
+        default_factory=lambda: ["clipsim_img", "clipsim_temporal", "clipsim_text", "lpips"]
+    )
+    extra_periodic: bool = True  # also at periodic evals (else only at the final one)
+    clip_path: Optional[str] = None  # transformers CLIPModel dir (text-frame); null = tiny random
+    lpips_path: Optional[str] = None  # dir with <net>.pth (lpips v0.1) + backbone; null = random
+    lpips_net: str = "alex"  # alex | vgg
 
 
 @dataclass

@@ -132,6 +132,7 @@ def validate(cfg: DictConfig) -> None:
         raise _bad("eval.num_fake", cfg.eval.num_fake, ">= 2 clips each side (covariances)")
     from rank_sweep.eval.tiers import validate_tiers  # eval tiers, splits, intervals
 
+    _validate_issue17(cfg)
     validate_tiers(cfg, _bad)
 
     _choice(cfg, "prune.pruner", PRUNERS)
@@ -146,3 +147,24 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(str(exc)) from None
     _int_range(cfg, "prune.min_resource", 1)
     _int_range(cfg, "prune.reduction_factor", 2)
+
+
+def _validate_issue17(cfg: DictConfig) -> None:
+    """CLIP-SIM/LPIPS names, early stop and train.stages (checked by their own modules)."""
+    from rank_sweep.eval.extra_metrics import EXTRA_METRICS
+    from rank_sweep.train.stages import parse_stages
+
+    bad = [m for m in cfg.eval.extra_metrics if m not in EXTRA_METRICS]
+    if bad:
+        raise _bad(
+            "eval.extra_metrics", list(cfg.eval.extra_metrics), f"a subset of {list(EXTRA_METRICS)}"
+        )
+    _choice(cfg, "eval.lpips_net", ("alex", "vgg"))
+    _choice(cfg, "train.early_stop.mode", ("auto", "min", "max"))
+    _int_range(cfg, "train.early_stop.patience", 1)
+    if not cfg.train.early_stop.min_delta >= 0:
+        raise _bad("train.early_stop.min_delta", cfg.train.early_stop.min_delta, "a number >= 0")
+    try:
+        parse_stages(cfg.train)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc

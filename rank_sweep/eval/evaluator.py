@@ -42,6 +42,7 @@ class EvalResult:
     stamp: dict[str, str]  # protocol stamp; periodic fields prefixed "periodic."
     videos: list[Path] = field(default_factory=list)  # sample mp4s written this eval
     artifacts: list[tuple[Path, str]] = field(default_factory=list)  # (file, artifact dir)
+    per_clip: dict[str, list[float]] = field(default_factory=dict)  # CLIP-SIM/LPIPS by clip
 
 
 class _DetectorView(torch.utils.data.Dataset):
@@ -120,6 +121,19 @@ class Evaluator:
         self.tiers[FINAL] = self._prepare_tier(final, self.eval_set)
         if periodic is not None:
             self.tiers[periodic.tier] = self._prepare_tier(periodic, self._val_set(periodic))
+        self._prepare_extra()
+
+    def _prepare_extra(self) -> None:
+        """CLIP-SIM / LPIPS (eval/extra_metrics.py) per tier: the final tier always, the
+        periodic one when `eval.extra_periodic` (an early stop on a plateau reads it)."""
+        from rank_sweep.eval.extra_metrics import build_extra
+
+        self.extras: dict[str, Any] = {}
+        for name, state in self.tiers.items():
+            if name == FINAL or bool(self.ecfg.get("extra_periodic", False)):
+                extra = build_extra(self.cfg, self.spec, state.dataset, state.n_fake, self.device)
+                if extra is not None:
+                    self.extras[name] = extra
 
     def _val_set(self, settings: TierSettings) -> Any:
         from rank_sweep.data import build_dataset
@@ -198,12 +212,20 @@ class Evaluator:
         s = state.settings
         dets = {k: d for k, d in self.detectors.items() if _kind_needed(k, s.metrics)}
         writer = _SampleWriter(out_dir, step, s.tier, int(self.ecfg.log_videos), self.cfg)
+        extra = self.extras.get(s.tier) if self.is_main else None
+        per_clip: list[dict[str, float]] = []
+
+        def on_clips(start: int, clips: np.ndarray) -> None:
+            writer(start, clips)
+            if extra is not None:  # scored clip by clip: never all clips in memory
+                per_clip.extend(extra.score_clip(start + j, c) for j, c in enumerate(clips))
+
         job = GenerationJob(
             spec=self.spec, model=model, conditioning=self._conditioning(state),
             detectors=dets, batches=Batches(state.n_fake, s.batch_size),
             sample_frames=self.sample_frames, detector_frames=self.frames,
             steps=s.sample_steps, guidance_scale=float(self.ecfg.guidance_scale), seed=self.seed,
-            on_clips=writer if self.is_main else None,
+            on_clips=on_clips if self.is_main else None,
         )  # fmt: skip
         meta = {
             "step": step, "tier": s.tier, "n": state.n_fake, "batch": s.batch_size,
@@ -225,12 +247,33 @@ class Evaluator:
         metrics, stamp, artifacts = payload
         result.metrics.update(metrics)
         result.stamp.update(stamp)
+        if extra is not None:
+            self._add_extra(extra, per_clip, state, result)
         if self.is_main:
             result.artifacts += [(Path(p), d) for p, d in artifacts]
             result.videos += writer.paths
             if writer.kept:  # what a person looks at: real clip 0 | generated, upscaled
                 real0 = np.asarray(state.dataset[0]["video"])[: self.sample_frames]
                 result.videos += writer.side_by_side(real0)
+
+    def _add_extra(
+        self, extra: Any, per_clip: list[dict[str, float]], state: _TierState, result: EvalResult
+    ) -> None:
+        s = state.settings
+        if len(per_clip) != state.n_fake:  # resumed batches or other ranks' shards unseen
+            log.warning(
+                "%s tier: CLIP-SIM/LPIPS scored %d of %d clips (resumed or sharded eval); "
+                "not reported for this eval", s.tier, len(per_clip), state.n_fake,
+            )  # fmt: skip
+            return
+        summary = extra.summarize(per_clip)
+        for key, value in summary.metrics.items():
+            metric, _, dataset = key.partition("/")
+            result.metrics[s.name(metric, dataset)] = value
+        prefix = "" if s.tier == FINAL else f"{s.tier}."
+        result.stamp.update({prefix + k: v for k, v in summary.stamp.items()})
+        if s.tier == FINAL:
+            result.per_clip = summary.per_clip
 
     def _score(
         self, state: _TierState, fake: dict[str, np.ndarray], step: int, out_dir: Path

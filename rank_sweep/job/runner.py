@@ -98,14 +98,17 @@ class EvalRecorder:
     evaluator: Any
     out_dir: Path
     model: Any = None  # set once the model is built
+    watch: Any = None  # PlateauWatch when train.early_stop.metric is set
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def key(self) -> str:
         return objective_key(self.cfg)
 
-    def __call__(self, step: int, val_loss: float | None) -> bool:
-        final = step >= self.cfg.train.steps
+    def __call__(
+        self, step: int, val_loss: float | None, final_override: bool | None = None
+    ) -> bool:
+        final = step >= self.cfg.train.steps if final_override is None else final_override
         result = self.evaluator.evaluate(self.model, step, final=final, out_dir=self.out_dir)
         metrics = dict(result.metrics)
         # The loop logs val/loss itself at every validation step; it is kept here only for
@@ -125,6 +128,11 @@ class EvalRecorder:
             self.reporter.log_artifact(video, C.SAMPLES_DIR)
         for path, where in result.artifacts:  # final tier: generated features for pairing
             self.reporter.log_artifact(path, where)
+        if final and result.per_clip and self.reporter.enabled:  # CLIP-SIM/LPIPS, for pairing
+            clips = self.out_dir / "extra_per_clip" / f"{self.cfg.data.name}.json"
+            clips.parent.mkdir(parents=True, exist_ok=True)
+            clips.write_text(json.dumps({"step": step, **result.per_clip}))
+            self.reporter.log_artifact(clips, "extra_per_clip")
         self.history.append({"step": step, **metrics})
         value = metrics.get(self.key)
         if value is None:
@@ -133,18 +141,33 @@ class EvalRecorder:
             )
         eval_index = -(-step // int(self.cfg.eval.every))
         # Only rank 0 reports; the loop makes every rank follow its decision.
-        return self.reporter.report_eval(float(value), eval_index) and not final
+        rerun = final_override is not None  # the plateau's final tier: already reported
+        prune = not rerun and self.reporter.report_eval(float(value), eval_index) and not final
+        w = self.watch
+        if w is not None and w.stopped_at is None and not final and w.update(step, metrics):
+            # The run's own stop (not a prune): the final tier runs now, once.
+            from rank_sweep.train.early_stop import TAG_PLATEAU_STEP
+
+            log.info("plateau of %s at step %d: stopping", w.metric, step)
+            self.reporter.set_tags({TAG_PLATEAU_STEP: str(step)})
+            self(step, val_loss, final_override=True)
+            return True
+        return prune
 
     @property
     def objective(self) -> float | None:
         return self.history[-1].get(self.key) if self.history else None
 
     def extra(self) -> dict[str, str]:
-        return {"history": json.dumps(self.history)}
+        plateau = self.watch.state() if self.watch is not None else {}
+        return {"history": json.dumps(self.history), "plateau": json.dumps(plateau)}
 
     def restore(self, extra: dict[str, str]) -> None:
         restored = json.loads(extra.get("history", "[]"))
-        self.history.extend(restored)
+        # Replace, not extend: a multi-stage run restores once per stage checkpoint.
+        self.history[:] = restored
+        if self.watch is not None:
+            self.watch.load(json.loads(extra.get("plateau", "{}")))
         # Re-logged: fills a store that lacks this job's history (the tracker drops
         # points it already has).
         relog_history(self.reporter, restored)
@@ -224,7 +247,10 @@ class JobRunner:
             state_dir=self.state_dir, dist_ctx=self.dist_ctx,
         )  # fmt: skip
         evaluator.prepare()
-        self.recorder = EvalRecorder(self.cfg, self.reporter, evaluator, self.out_dir)
+        from rank_sweep.train.early_stop import PlateauWatch
+
+        watch = PlateauWatch.from_config(self.cfg.train)  # None unless early_stop.metric set
+        self.recorder = EvalRecorder(self.cfg, self.reporter, evaluator, self.out_dir, watch=watch)
 
     def _setup_model(self) -> None:
         """The transformer with LoRA adapters (or all weights trainable), placed and wrapped."""
@@ -264,23 +290,44 @@ class JobRunner:
             get_extra=rec.extra,
             set_extra=rec.restore,
         )
+        from rank_sweep.train.stages import (
+            TAG_RECIPE,
+            TAG_STAGES,
+            describe,
+            parse_stages,
+            recipe_name,
+        )
+
+        stages = parse_stages(cfg.train)  # [] = the one-stage recipe
+        self.reporter.set_tags({TAG_RECIPE: recipe_name(stages), TAG_STAGES: describe(stages)})
         t0 = time.time()
         seed_global(derive_seed(cfg.train.seed, "train"))  # dropout etc.; a resume restores its own
-        result = train(
-            self.model,
-            self.train_pre,
-            cfg.train,
+        shift = float(cfg.train.shift or cfg.model.flow_shift)
+        common = dict(
             lr=float(cfg.finetune.lr) * float(cfg.train.lr_scale),
             state_dir=self.state_dir,
             forward_fn=forward_batch,
-            shift=float(cfg.train.shift or cfg.model.flow_shift),
+            shift=shift,
             val_set=self.val_pre,
             eval_every=int(cfg.eval.every),
             hooks=hooks,
             dist=self.dist_ctx,
             memory=self.memory,
         )
-        shift = float(cfg.train.shift or cfg.model.flow_shift)
+        watch = rec.watch
+        if stages:  # stage k+1 continues stage k's adapter; boundaries marked in MLflow
+            from rank_sweep.train.stages import train_stages
+
+            def on_stage(k: int, stage: Any, offset: int) -> None:
+                self.reporter.log_metrics({"train/stage": k}, offset)
+
+            result = train_stages(
+                self.model, self.train_pre, cfg.train, stages, method=self.identity.method,
+                on_stage=on_stage,
+                stop_requested=lambda: bool(watch and watch.stopped_at is not None), **common,
+            )  # fmt: skip
+        else:
+            result = train(self.model, self.train_pre, cfg.train, **common)
         if not result.stopped_early:  # rung record (paired per-item val loss) for the sweeper
             from rank_sweep.prune.rung import record_rung
 
@@ -293,14 +340,20 @@ class JobRunner:
                 "job paused at step %d of %d for the sweeper", result.steps_done, cfg.train.steps
             )
             return JobOutcome(C.PAUSED, None, {"steps": result.steps_done, "status": C.PAUSED})
-        status = C.PRUNED if result.stopped_early else C.COMPLETED
+        plateau_step = watch.stopped_at if watch is not None else None
+        if plateau_step is not None:
+            status = C.STOPPED_PLATEAU  # the run's own stop, kept apart from pruning
+        else:
+            status = C.PRUNED if result.stopped_early else C.COMPLETED
         summary = {
             **self.identity.summary(),
             "trainable_params": self.trainable,
             "total_params": self.total_params,
             "steps": result.steps_done,
             "status": status,
-            "pruned_step": result.stop_step if result.stopped_early else None,
+            "pruned_step": result.stop_step if status == C.PRUNED else None,
+            "plateau_step": plateau_step,
+            "recipe": [st.describe() for st in stages] or "one_stage",
             "final_train_loss": result.final_train_loss,
             "final_val_loss": result.final_val_loss,
             "step_time_s": result.step_time_s,  # median over timed steps

@@ -29,6 +29,8 @@ import torch
 import torch.distributed as tdist
 from omegaconf import DictConfig
 
+from rank_sweep.track import contract as C
+
 log = logging.getLogger(__name__)
 
 RUNGS_DIR = "rungs"
@@ -270,8 +272,8 @@ def on_decision(ctx: Any, decision: Any, arms: Mapping[str, DictConfig], log_doc
             continue
         tags = {
             TAG_STATUS: "pruned",
-            "rank_sweep.pruned_step": str(decision.step),
-            "rank_sweep.reason": decision.arms[key].reason[:5000],
+            C.TAG_PRUNED_STEP: str(decision.step),
+            C.TAG_PRUNE_REASON: decision.arms[key].reason[:5000],
             TAG_SWEEP_ID: ctx.sweep_id,
         }
         if client.get_run(run_id).data.tags.get(TAG_SWEEP_ID) != ctx.sweep_id and ctx.parent_run_id:

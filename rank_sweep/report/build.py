@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rank_sweep.report import paired, plots, render
+from rank_sweep.report import extra, paired, plots, render
 from rank_sweep.report.table import (
     RANDOM_INIT_BANNER,
     add_deltas,
@@ -19,6 +19,7 @@ from rank_sweep.report.table import (
     random_init,
     report_warnings,
 )
+from rank_sweep.study.store import load_votes
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def build_report(
     *,
     title: str | None = None,
     features: dict[str, paired.RunFeatures] | None = None,
+    votes: list | None = None,
 ) -> ReportPaths:
     """Write the report of the runs in `df` (as `load_runs` returns, possibly sliced).
 
@@ -67,6 +69,12 @@ def build_report(
         "fvd_over_steps": ("FVD over training steps", lambda: plots.fig_fvd_over_steps(df)),
         "paired_fvd": ("Paired ΔFVD vs full and vs best", lambda: paired.fig_paired(df)),
     }
+    for m in ("lpips", "clipsim_img", "clipsim_temporal", "clipsim_text"):
+        if any(c.startswith(f"{m}/") for c in df.columns):
+            figures[f"{m}_vs_rank"] = (f"{extra.LABELS[m]} vs LoRA rank",
+                                       lambda m=m: plots.fig_metric_vs_rank(df, m))  # fmt: skip
+    if votes is None:
+        votes = load_votes(df.attrs.get("sweep_id") or "unparented")
     pngs: dict[str, Path] = {}
     captions: dict[str, Path] = {}
     for name, (caption, make) in figures.items():
@@ -100,6 +108,7 @@ def build_report(
         plots=captions,
         samples=strips,
         paired=paired.paired_display(df),
+        sections=extra.sections(df, votes),
     )
     md = out_dir / "report.md"
     md.write_text(render.markdown(content), encoding="utf-8")

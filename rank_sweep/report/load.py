@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from rank_sweep import paths
 from rank_sweep.paths import ENV_TRACKING_URI
+from rank_sweep.report.extra import extra_record
 from rank_sweep.report.table import derive_columns
 from rank_sweep.track import contract as C
 from rank_sweep.track import store
@@ -177,6 +178,7 @@ def run_record(client, run, sweep_id: str | None) -> dict[str, Any]:
     # A reused run's weights stay with the run that did the work.
     owner = rec["reused_from"] or run.info.run_id
     rec["adapter_bytes"] = artifact_bytes(client, owner, weights) if weights else 0
+    rec.update(extra_record(run, client))  # CLIP-SIM/LPIPS, recipe, plateau step
     return rec
 
 

@@ -26,6 +26,7 @@ class ReportContent:
     samples: list[tuple[str, Path, str]] = field(default_factory=list)
     # Paired comparisons (report/paired.py): headers, rows, recommendation lines.
     paired: tuple[list[str], list[list[str]], list[str]] = ([], [], [])
+    sections: list = field(default_factory=list)  # report.extra.Section (title, table, note)
 
 
 def _md_cell(text: str) -> str:
@@ -51,6 +52,11 @@ def markdown(c: ReportContent) -> str:
         out.append("|" + "---|" * len(ph))
         out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in prows]
         out += ["", PAIRED_NOTE, ""]
+    for sec in c.sections:
+        out += [f"## {sec.title}", "", "| " + " | ".join(_md_cell(h) for h in sec.headers) + " |"]
+        out += ["|" + "---|" * len(sec.headers)]
+        out += ["| " + " | ".join(_md_cell(x) for x in row) + " |" for row in sec.rows]
+        out += ["", sec.note, ""] if sec.note else [""]
     out += ["## Protocol stamp", ""]
     if not c.stamp:
         out += ["No protocol stamp in any run.", ""]
@@ -134,6 +140,10 @@ def html_page(c: ReportContent) -> str:
         parts.append("<h2>Paired comparisons</h2>")
         parts += [f"<p><b>{e(r)}</b></p>" for r in recs]
         parts += [_table(ph, prows), f"<p>{e(PAIRED_NOTE)}</p>"]
+    for sec in c.sections:
+        parts += [f"<h2>{e(sec.title)}</h2>", _table(sec.headers, sec.rows)]
+        if sec.note:
+            parts.append(f"<p>{e(sec.note)}</p>")
     parts.append("<h2>Protocol stamp</h2>")
     if not c.stamp:
         parts.append("<p>No protocol stamp in any run.</p>")

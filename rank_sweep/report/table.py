@@ -214,11 +214,11 @@ def report_warnings(df: pd.DataFrame) -> list[str]:
         if status == "failed":
             err = f": {row['error']}" if row["error"] else ""
             out.append(f"missing run: {run_label(row)} failed{err}")
-        elif status not in ("completed", "pruned"):
+        elif status not in ("completed", "pruned", "stopped_plateau"):
             out.append(
                 f"missing run: {run_label(row)} has no final status (still running or killed)"
             )
-        elif status == "completed" and (miss := _missing_final(row, names)):
+        elif status in ("completed", "stopped_plateau") and (miss := _missing_final(row, names)):
             out.append(f"missing final metrics: {run_label(row)} lacks {', '.join(miss)}")
     dup = df[df["status"] != "failed"].groupby(
         [
@@ -226,6 +226,7 @@ def report_warnings(df: pd.DataFrame) -> list[str]:
             df["rank"].astype("float").fillna(-1),
             df["seed"].astype("float").fillna(-1),
             df["data_name"].fillna(""),
+            df.get("recipe", pd.Series("", index=df.index)).fillna(""),  # 1- vs 2-stage (i17)
         ]
     )
     for _, group in dup:
@@ -320,6 +321,8 @@ def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         status = str(r["status"])
         if status == "pruned" and not pd.isna(r["pruned_step"]):
             status += f" @ {int(r['pruned_step'])}"
+        elif status == "stopped_plateau" and not pd.isna(r.get("plateau_step", np.nan)):
+            status += f" @ {int(r['plateau_step'])}"  # a run's own stop, not a prune (issue 17)
         cells.append(status)
         for ds in names:
             cells += _dataset_cells(r, ds, is_base)
@@ -350,7 +353,7 @@ def long_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return out.astype({"rank": "Int64", "seed": "Int64"})
 
 
-CSV_DROP = ("fvd_history",)
+CSV_DROP = ("fvd_history", "extra_per_clip")
 
 
 def csv_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -26,6 +26,10 @@ TAG_MODEL = "rank_sweep.model"
 TAG_DATASET = "rank_sweep.dataset"
 TAG_STATUS = "rank_sweep.status"  # see STATUSES
 TAG_PRUNED_STEP = "rank_sweep.pruned_step"
+TAG_PRUNE_REASON = "rank_sweep.reason"  # why the sweeper pruned the run (paired figures)
+TAG_PLATEAU_STEP = "rank_sweep.plateau_step"  # the step an early stop on a plateau ended it
+TAG_RECIPE = "rank_sweep.recipe"  # one_stage | two_stage | <n>_stage
+TAG_STAGES = "rank_sweep.stages"  # name:view:start-end|... (global steps)
 TAG_ERROR = "rank_sweep.error"
 TAG_FINGERPRINT = "rank_sweep.fingerprint"  # job identity: same value = same job
 TAG_REUSED_FROM = "rank_sweep.reused_from"  # run id that did the work of a reused job
