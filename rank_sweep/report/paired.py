@@ -34,6 +34,12 @@ from rank_sweep.eval.tiers import FEATURES_ARTIFACT_DIR, GEN_FEATURES_FILE
 log = logging.getLogger(__name__)
 
 METRICS = {"fvd": "video", "kid": "frame"}  # metric -> feature kind in the npz
+# Clip i of two runs is the same comparison only if it was generated the same way.
+PAIRING_FIELDS = (
+    "eval.seed", "eval.n_fake", "eval.sample_steps", "eval.guidance_scale", "eval.sampler",
+    "eval.negative_prompt", "eval.sample_frames", "detector.video.sha256",
+    "detector.frame.sha256", "eval.cov_ddof",
+)  # fmt: skip
 
 
 @dataclass
@@ -89,6 +95,9 @@ def _pairable(
             ref = f
         elif not _same(f.real[kind], ref.real[kind]) or len(f.fake[kind]) != len(ref.fake[kind]):
             notes.append(f"{r['run_name'] or r['run_id'][:8]}: other real clips or clip count")
+            continue
+        elif diff := [k for k in PAIRING_FIELDS if f.stamp.get(k) != ref.stamp.get(k)]:
+            notes.append(f"{r['run_name'] or r['run_id'][:8]}: {', '.join(diff)} differ")
             continue
         rows.append(i)
     return rows, notes
