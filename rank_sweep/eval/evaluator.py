@@ -68,7 +68,10 @@ class Evaluator:
         metrics = set(self.ecfg.metrics)
         size = int(self.ecfg.detector_size)
         if metrics & {"fvd", "kvd"}:
-            self.detectors["video"] = load_video_detector(self.ecfg.i3d_path, size=size)
+            from rank_sweep.world import resolve_detector_path  # i3d_path=world
+
+            i3d = resolve_detector_path(self.ecfg.i3d_path, self.cfg.model)
+            self.detectors["video"] = load_video_detector(i3d, size=size)
         if "kid" in metrics:
             self.detectors["frame"] = load_frame_detector(
                 self.ecfg.inception_path, size=int(self.ecfg.inception_size)

@@ -41,6 +41,11 @@ def resolve_model_path(model_cfg: Any) -> Path:
                 f"missing: {', '.join(missing)}"
             )
         return path.resolve()
+    from rank_sweep.world import world_for
+
+    world = world_for(model_cfg)  # model.world set: the trained world's pipeline
+    if world is not None:
+        return world.model_dir
     final = cache_dir() / "models" / f"tiny_wan-s{int(model_cfg.tiny_seed)}"
     if not missing_parts(final):
         return final
