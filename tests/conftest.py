@@ -122,3 +122,19 @@ def synth_ucf101_corrupt(synth_ucf101: Path, tmp_path_factory: pytest.TempPathFa
         for p in [*bad.values(), absent]:
             f.write(f"{cls}/{p.name} {label}\n")
     return {"root": root, "bad": bad, "absent": absent}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def smoke_world_env() -> str:
+    """(world) Composed configs name the seconds-long `smoke` world, not the demo one
+    (conf/model/tiny_wan.yaml reads RANK_SWEEP_WORLD): tests never build the demo world."""
+    os.environ["RANK_SWEEP_WORLD"] = "smoke"
+    return "smoke"
+
+
+@pytest.fixture(scope="session")
+def smoke_world(isolated_cache: Path, smoke_world_env: str):
+    """(world) The smoke world, built once per session into the isolated cache."""
+    from rank_sweep.world import ensure_world
+
+    return ensure_world("smoke", 0)

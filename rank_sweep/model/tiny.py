@@ -125,16 +125,16 @@ def vocab_size() -> int:
     return 3 + len(set(_WORDS.split()))
 
 
-def tiny_vae(base_dim: int = 4):
+def tiny_vae(base_dim: int = 4, dim_mult: tuple[int, ...] = (1, 1, 1, 1)):
     """The tiny Wan VAE: z_dim 16 and stride (4, 8, 8) as the 14B's; `base_dim` its width."""
     from diffusers import AutoencoderKLWan
 
-    # dim_mult 1 everywhere keeps it small; z_dim 16 and the default latents_mean/std keep
+    # dim_mult 1 everywhere keeps the random one small; z_dim 16 and the default latents_mean/std keep
     # the 14B latent space contract (the world's trained VAE replaces them by measured stats).
     return AutoencoderKLWan(
         base_dim=base_dim,
         z_dim=16,
-        dim_mult=[1, 1, 1, 1],
+        dim_mult=list(dim_mult),
         num_res_blocks=1,
         temperal_downsample=[False, True, True],
     )

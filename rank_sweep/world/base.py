@@ -63,7 +63,11 @@ def pretrain(
     transformer.train()
     losses = []
     for step in range(steps):
-        f = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+        f = (
+            (step + 1) / warm
+            if step < warm
+            else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+        )
         for g in opt.param_groups:
             g["lr"] = recipe.base_lr * f
         idx = torch.randperm(n, generator=gen)[: recipe.base_batch]
@@ -71,7 +75,9 @@ def pretrain(
         x0 = batch["latents"].float()
         sigma = shift_sigmas(sample_sigmas(len(idx), "logit_normal", gen), shift)
         noise = torch.randn(x0.shape, generator=gen)
-        pred = forward_batch(transformer, batch, add_noise(x0, noise, sigma), sigmas_to_timesteps(sigma))
+        pred = forward_batch(
+            transformer, batch, add_noise(x0, noise, sigma), sigmas_to_timesteps(sigma)
+        )
         loss = flow_loss(pred, flow_target(x0, noise))
         opt.zero_grad(set_to_none=True)
         loss.backward()

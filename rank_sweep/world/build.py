@@ -91,12 +91,20 @@ def _pools(r: WorldRecipe, seed: int, split: int, per_class: int):
     return render_pool("base", *args, split=split), render_pool("target", *args, split=split)
 
 
+@torch.no_grad()
+def _features(net: torch.nn.Module, clips: np.ndarray) -> np.ndarray:
+    """Detector features of the first 16 frames of uint8 clips [N, T, H, W, 3], float64."""
+    x = torch.from_numpy(np.ascontiguousarray(clips[:, :16])).permute(0, 4, 1, 2, 3)
+    return net(x.contiguous()).double().numpy()
+
+
 def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
     """Train and write every part of the world into `out`; returns the world.json dict."""
     from rank_sweep.eval.metrics import fvd_from_features
     from rank_sweep.model.spec import WanSpec
     from rank_sweep.model.tiny import make_tiny
-    from rank_sweep.world import base, detector, vae as wvae
+    from rank_sweep.world import base, detector
+    from rank_sweep.world import vae as wvae
     from rank_sweep.world.pools import windows
 
     r = recipe_for(preset)
@@ -154,27 +162,24 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
 
         # 4. what the world is worth: reconstruction quality and detector accuracy
         t = time.perf_counter()
-        held = {"base": windows(ho_base.videos, 16, gen), "target": windows(ho_target.videos, 16, gen)}
         metrics: dict[str, float] = {}
+        # held-out clips of r.frames (4k+1, so the VAE round-trips them whole); the detector
+        # sees the first 16 frames, as the evaluation protocol does
+        held = {
+            "base": windows(ho_base.videos, r.frames, gen),
+            "target": windows(ho_target.videos, r.frames, gen),
+        }
+        feats: dict[str, np.ndarray] = {}
         for dom, real in held.items():
             rec = wvae.reconstruct(vae, real)
             metrics[f"vae_psnr_db/{dom}"] = wvae.psnr(real, rec)
-            det = net.eval()
-            with torch.no_grad():
-                fr = det(torch.from_numpy(real).permute(0, 4, 1, 2, 3).contiguous()).double().numpy()
-                ff = det(torch.from_numpy(rec).permute(0, 4, 1, 2, 3).contiguous()).double().numpy()
-            metrics[f"recon_fvd/{dom}"] = fvd_from_features(fr, ff)
+            feats[dom] = _features(net, real)
+            metrics[f"recon_fvd/{dom}"] = fvd_from_features(feats[dom], _features(net, rec))
         labels = np.concatenate([ho_base.labels, ho_target.labels])
-        metrics["detector_acc/heldout"] = detector.accuracy(
-            net, np.concatenate([held["base"], held["target"]]), labels
-        )
+        both = np.concatenate([held["base"], held["target"]])[:, :16]
+        metrics["detector_acc/heldout"] = detector.accuracy(net, both, labels)
         # the FVD between the two domains' real clips: the scale a fine-tune can close
-        with torch.no_grad():
-            fb, ft = (
-                net(torch.from_numpy(held[d]).permute(0, 4, 1, 2, 3).contiguous()).double().numpy()
-                for d in ("base", "target")
-            )
-        metrics["fvd_base_vs_target"] = fvd_from_features(fb, ft)
+        metrics["fvd_base_vs_target"] = fvd_from_features(feats["base"], feats["target"])
         timings["metrics_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t0
 
@@ -195,5 +200,7 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
         "detector": {"name": detector.DETECTOR_NAME, "pretrained": False, "file": DETECTOR_FILE},
     }
     (out / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
-    log.info("world %s built in %.1f s: %s", info["fingerprint"], timings["total_s"], info["metrics"])
+    log.info(
+        "world %s built in %.1f s: %s", info["fingerprint"], timings["total_s"], info["metrics"]
+    )
     return info

@@ -44,7 +44,7 @@ def windows(videos: np.ndarray, length: int, gen: np.random.Generator) -> np.nda
     return np.stack([videos[i, s : s + length] for i, s in enumerate(starts)])
 
 
-def to_pixels(clips: np.ndarray) -> "np.ndarray":
+def to_pixels(clips: np.ndarray) -> np.ndarray:
     """uint8 [N, T, H, W, 3] -> float32 [N, 3, T, H, W] in [-1, 1] (the VAE's input)."""
     x = clips.astype(np.float32) / 127.5 - 1.0
     return np.ascontiguousarray(x.transpose(0, 4, 1, 2, 3))

@@ -22,7 +22,7 @@ KL_WEIGHT = 1e-6  # keeps the posterior bounded; reconstructions dominate
 def new_vae(recipe: WorldRecipe):
     from rank_sweep.model.tiny import tiny_vae
 
-    return tiny_vae(recipe.vae_base_dim)
+    return tiny_vae(recipe.vae_base_dim, recipe.vae_dim_mult)
 
 
 def _lr(step: int, total: int, base: float) -> float:
