@@ -114,7 +114,9 @@ def test_composed_config_uses_the_world(compose, smoke_world):
 def test_demo_experiment_states_a_fair_alpha_policy(compose):
     cfg = compose(["+experiment=demo"])
     assert cfg.lora.alpha_mode == "ratio"
-    assert cfg.model.world == "demo" and cfg.data.synth.domain == "target"
+    # the world comes from conf/model (demo; the suite's RANK_SWEEP_WORLD=smoke)
+    assert cfg.model.world == "smoke" and cfg.data.synth.domain == "target"
+    assert cfg.eval.i3d_path == "world"
 
 
 def test_make_tiny_leaves_the_global_rng_alone(tmp_path):
