@@ -127,3 +127,14 @@ def test_make_tiny_leaves_the_global_rng_alone(tmp_path):
     torch.manual_seed(123)
     make_tiny(tmp_path / "m", seed=0)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_world_stamp_names_the_world(compose):
+    from rank_sweep.world import world_fingerprint, world_stamp
+
+    cfg = compose([])
+    assert world_stamp(cfg.model) == {
+        "world.preset": "smoke",
+        "world.fingerprint": world_fingerprint("smoke", 0),
+    }
+    assert world_stamp(compose(["model.world=null"]).model) == {}

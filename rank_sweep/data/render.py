@@ -232,6 +232,4 @@ def render_domain(
     domain: str, c: int, rng: np.random.Generator, frames: int, height: int, width: int
 ) -> np.ndarray:
     """Frames of the c-th class of `domain`, in the domain's look."""
-    return render(
-        domain_class(domain, c), rng, frames, height, width, style=domain_style(domain)
-    )
+    return render(domain_class(domain, c), rng, frames, height, width, style=domain_style(domain))

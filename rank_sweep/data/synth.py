@@ -29,7 +29,14 @@ from tqdm import tqdm
 
 from rank_sweep.config.schema import SynthConfig
 from rank_sweep.data.errors import DataError
-from rank_sweep.data.render import DOMAINS, caption_for, class_name, domain_class, readable, render_domain
+from rank_sweep.data.render import (
+    DOMAINS,
+    caption_for,
+    class_name,
+    domain_class,
+    readable,
+    render_domain,
+)
 from rank_sweep.data.video import h264_encoder, write_video
 from rank_sweep.paths import cache_dir
 

@@ -167,6 +167,9 @@ class Evaluator:
             seed=int(self.ecfg.seed),
             kid_subset_size=int(scores.get("kid_subset_size_used", self.ecfg.kid_subset_size)),
         )
+        from rank_sweep.world import world_stamp  # which embedded world (if any) was measured
+
+        stamp.update(world_stamp(self.cfg.model))
         videos = []
         sample_dir = out_dir / "samples"
         sample_dir.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ __all__ = [
     "world_fingerprint",
     "world_for",
     "resolve_detector_path",
+    "world_stamp",
 ]
 
 
@@ -41,3 +42,12 @@ def resolve_detector_path(value, model_cfg) -> str | None:
         log.warning("eval.i3d_path=world but the model is not the world's: random-init I3D")
         return None
     return str(world.detector_path)
+
+
+def world_stamp(model_cfg) -> dict[str, str]:
+    """Protocol-stamp fields naming the world a metric was measured in ({} without one)."""
+    preset = getattr(model_cfg, "world", None)
+    if not preset or getattr(model_cfg, "path", None) is not None:
+        return {}
+    seed = int(getattr(model_cfg, "tiny_seed", 0))
+    return {"world.preset": str(preset), "world.fingerprint": world_fingerprint(str(preset), seed)}
