@@ -35,6 +35,7 @@ RANKS ?= 4,8,16,32,64
 ARGS  ?=
 
 demo: $(STAMP) ## embedded-default sweep: ranks 4..64 + full baseline (tiny Wan, synthetic data, CPU)
+	$(BIN)/python -m rank_sweep.world build  # once, before any job (cached; fingerprinted)
 	$(BIN)/python -m rank_sweep -m +experiment=demo $(ARGS)
 	@echo ""
 	@echo "done. Look at:"

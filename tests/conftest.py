@@ -203,3 +203,19 @@ def fresh_mlflow_uri(mlflow_db_template: Path, tmp_path: Path) -> str:
     db = tmp_path / "mlflow.db"
     shutil.copy(mlflow_db_template, db)
     return f"sqlite:///{db}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def smoke_world_env() -> str:
+    """(world) Composed configs name the seconds-long `smoke` world, not the demo one
+    (conf/model/tiny_wan.yaml reads RANK_SWEEP_WORLD): tests never build the demo world."""
+    os.environ["RANK_SWEEP_WORLD"] = "smoke"
+    return "smoke"
+
+
+@pytest.fixture(scope="session")
+def smoke_world(isolated_cache: Path, smoke_world_env: str):
+    """(world) The smoke world, built once per session into the isolated cache."""
+    from rank_sweep.world import ensure_world
+
+    return ensure_world("smoke", 0)

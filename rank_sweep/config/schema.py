@@ -25,8 +25,11 @@ class ModelConfig:
     # the cache on first use and loaded with from_pretrained like a real checkpoint.
     path: Optional[str] = None
     flow_shift: float = 3.0  # 3.0 for 480p, 5.0 for 720p (Wan's sampling shift)
-    dtype: str = "float32"  # frozen text encoder dtype: float32 | bfloat16 | float16
-    tiny_seed: int = 0  # seed of the tiny model's random weights
+    dtype: str = "float32"  # weight dtype of the frozen parts: float32 | bfloat16 | float16
+    tiny_seed: int = 0  # seed of the tiny model's random weights (and of its world)
+    # Embedded world preset (demo | smoke; rank_sweep/world): the tiny model is the world's
+    # trained VAE + pretrained base, built once on first use. null = random tiny weights.
+    world: Optional[str] = None
     # The clip shape the checkpoint was trained for; real-data configs default to it.
     native_frames: int = 9  # 81 for Wan2.1 I2V-14B (5 s at 16 fps)
     native_height: int = 32  # 480 (480p) or 720 (720p)
@@ -65,6 +68,9 @@ class SynthConfig:
     width: int = 64
     fps: int = 8
     seed: int = 0
+    # all: legacy class list; base | target: the embedded world's two distributions (the
+    # base model is pretrained on base, fine-tuning targets target; see rank_sweep/world)
+    domain: str = "all"
 
 
 @dataclass

@@ -152,6 +152,39 @@ CLASSES: list[tuple[str, Renderer, tuple[int, int, int]]] = [
 ]
 
 
+# Domains of the embedded world (see rank_sweep/world): the base model is pretrained on
+# BASE (translation, bounce, panning, zoom: plain look); the fine-tuning target is TARGET
+# (motions the base never saw: flicker, rotation, drift, pulse) in a film look (sepia tone,
+# vignette, grain-free so the tiny VAE can reconstruct it). "all" is the legacy set: class
+# index c as is, plain look.
+DOMAINS = ("all", "base", "target")
+BASE_CLASSES = (0, 1, 2, 3)
+TARGET_CLASSES = (4, 5, 6, 7)
+_TINT = np.array([1.0, 0.78, 0.52], np.float32)  # sepia-like channel gains of the film look
+
+
+def domain_class(domain: str, c: int) -> int:
+    """Global class index of the domain's c-th class (past 4 classes: the next hue cycle)."""
+    if domain == "all":
+        return c
+    if domain not in DOMAINS:
+        raise ValueError(f"unknown synthetic domain {domain!r}; allowed: {', '.join(DOMAINS)}")
+    table = BASE_CLASSES if domain == "base" else TARGET_CLASSES
+    return table[c % len(table)] + len(CLASSES) * (c // len(table))
+
+
+def film_look(frames: np.ndarray) -> np.ndarray:
+    """The target style: luminance mapped to a warm tint, lifted blacks and a vignette.
+    Float [T,H,W,3] in, float out; applied per frame, so it does not depend on motion."""
+    h, w = frames.shape[1:3]
+    lum = frames @ np.array([0.299, 0.587, 0.114], np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((yy - (h - 1) / 2) / (h / 2)) ** 2 + ((xx - (w - 1) / 2) / (w / 2)) ** 2
+    vignette = np.clip(1.0 - 0.35 * r2, 0.3, 1.0)
+    out = (25.0 + 0.85 * lum[..., None] * _TINT) * vignette[None, :, :, None]
+    return out
+
+
 def class_name(index: int) -> str:
     """CamelCase class name; past the base list a letter suffix keeps names unique."""
     name = CLASSES[index % len(CLASSES)][0]
@@ -170,11 +203,33 @@ def caption_for(name: str) -> str:
 
 
 def render(
-    index: int, rng: np.random.Generator, frames: int, height: int, width: int
+    index: int,
+    rng: np.random.Generator,
+    frames: int,
+    height: int,
+    width: int,
+    *,
+    style: str = "plain",
 ) -> np.ndarray:
-    """uint8 [T,H,W,3] frames of class `index`; color jitter per video, hue per class cycle."""
+    """uint8 [T,H,W,3] frames of class `index`; color jitter per video, hue per class cycle.
+    style: plain | film (the target domain's look)."""
     _, fn, base = CLASSES[index % len(CLASSES)]
     cycle = index // len(CLASSES)
     color = np.roll(np.array(base, np.float32), cycle) + rng.uniform(-20, 20, 3).astype(np.float32)
     out = fn(rng, frames, height, width, np.clip(color, 0, 255))
+    if style == "film":
+        out = film_look(out)
+    elif style != "plain":
+        raise ValueError(f"unknown style {style!r}; allowed: plain, film")
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def domain_style(domain: str) -> str:
+    return "film" if domain == "target" else "plain"
+
+
+def render_domain(
+    domain: str, c: int, rng: np.random.Generator, frames: int, height: int, width: int
+) -> np.ndarray:
+    """Frames of the c-th class of `domain`, in the domain's look."""
+    return render(domain_class(domain, c), rng, frames, height, width, style=domain_style(domain))

@@ -26,7 +26,14 @@ from tqdm import tqdm
 from rank_sweep.config.schema import SynthConfig
 from rank_sweep.data.errors import DataError
 from rank_sweep.data.layouts import LAYOUTS
-from rank_sweep.data.render import caption_for, class_name, readable, render
+from rank_sweep.data.render import (
+    DOMAINS,
+    caption_for,
+    class_name,
+    domain_class,
+    readable,
+    render_domain,
+)
 from rank_sweep.data.video import h264_encoder, write_video
 from rank_sweep.paths import cache_dir
 from rank_sweep.utils.atomic import publish_dir
@@ -61,6 +68,8 @@ def _spec(spec: Any) -> SynthConfig:
     for key in ("classes", "videos_per_class", "frames", "height", "width", "fps"):
         if not getattr(s, key) > 0:
             raise DataError(f"synth.{key} must be > 0, got {getattr(s, key)}")
+    if s.domain not in DOMAINS:
+        raise DataError(f"synth.domain={s.domain!r} is not allowed; allowed: {', '.join(DOMAINS)}")
     if s.height % 2 or s.width % 2:
         raise DataError(f"synth height/width must be even (yuv420p), got {s.height}x{s.width}")
     return s
@@ -80,7 +89,11 @@ def ucf_test_groups(fold: int) -> range:
 
 def _frames(spec: SynthConfig, c: int, v: int) -> np.ndarray:
     rng = np.random.default_rng([spec.seed, c, v])
-    return render(c, rng, spec.frames, spec.height, spec.width)
+    return render_domain(spec.domain, c, rng, spec.frames, spec.height, spec.width)
+
+
+def _name(spec: SynthConfig, c: int) -> str:
+    return class_name(domain_class(spec.domain, c))
 
 
 def _jobs(spec: SynthConfig):
@@ -88,7 +101,7 @@ def _jobs(spec: SynthConfig):
 
 
 def _write_ucf101(root: Path, spec: SynthConfig) -> None:
-    names = [class_name(c) for c in range(spec.classes)]
+    names = [_name(spec, c) for c in range(spec.classes)]
     rel: dict[tuple[int, int], str] = {}
     for c, v in tqdm(_jobs(spec), desc="synth ucf101", leave=False):
         g, k = ucf_group_clip(v)
@@ -124,7 +137,7 @@ def _write_kinetics400(root: Path, spec: SynthConfig) -> None:
         yt, start = _youtube_id(rng), int(rng.integers(0, 300))
         split = _K400_SPLITS[v % 4]
         row = dict(
-            label=readable(class_name(c)),
+            label=readable(_name(spec, c)),
             youtube_id=yt,
             time_start=start,
             time_end=start + 10,
@@ -151,12 +164,12 @@ def _write_kinetics400(root: Path, spec: SynthConfig) -> None:
 def _write_folder(root: Path, spec: SynthConfig, metadata_csv: bool) -> None:
     meta = []
     for i, (c, v) in enumerate(tqdm(_jobs(spec), desc="synth folder", leave=False)):
-        name = f"{class_name(c)}_{v:03d}{_FOLDER_SUFFIXES[i % len(_FOLDER_SUFFIXES)]}"
+        name = f"{_name(spec, c)}_{v:03d}{_FOLDER_SUFFIXES[i % len(_FOLDER_SUFFIXES)]}"
         write_video(root / name, _frames(spec, c, v), spec.fps)
         if metadata_csv:
-            meta.append({"video": name, "prompt": caption_for(class_name(c))})
+            meta.append({"video": name, "prompt": caption_for(_name(spec, c))})
         else:
-            (root / name).with_suffix(".txt").write_text(caption_for(class_name(c)) + "\n")
+            (root / name).with_suffix(".txt").write_text(caption_for(_name(spec, c)) + "\n")
     if metadata_csv:
         with open(root / "metadata.csv", "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=["video", "prompt"])

@@ -111,7 +111,10 @@ class Evaluator:
         metrics = set(final.metrics) | set(periodic.metrics if periodic else ())
         size = int(self.ecfg.detector_size)
         if metrics & {"fvd", "kvd"}:
-            self.detectors["video"] = load_video_detector(self.ecfg.i3d_path, size=size)
+            from rank_sweep.world import resolve_detector_path  # i3d_path=world
+
+            i3d = resolve_detector_path(self.ecfg.i3d_path, self.cfg.model)
+            self.detectors["video"] = load_video_detector(i3d, size=size)
         if "kid" in metrics:
             self.detectors["frame"] = load_frame_detector(
                 self.ecfg.inception_path, size=int(self.ecfg.inception_size)
@@ -307,6 +310,9 @@ class Evaluator:
             bootstrap=s.bootstrap, tier=s.tier,
             split_rule=str(state.dataset.meta.get("split_rule", "as listed")),
         )  # fmt: skip
+        from rank_sweep.world import world_stamp  # which embedded world (if any) was measured
+
+        stamp.update(world_stamp(self.cfg.model))
         artifacts: list[tuple[str, str]] = []
         if s.tier == FINAL:
             stamp = dict(stamp, **{"eval.interval_level": f"{float(e.interval_level):g}"})

@@ -46,6 +46,11 @@ def resolve_model_path(model_cfg: Any) -> Path:
                 f"missing: {', '.join(missing)}"
             )
         return path.resolve()
+    from rank_sweep.world import world_for
+
+    world = world_for(model_cfg)  # model.world set: the trained world's pipeline
+    if world is not None:
+        return world.model_dir
     arch = str(getattr(model_cfg, "arch", "wan2.1_i2v"))
     stem = "tiny_wan" if arch == "wan2.1_i2v" else f"tiny_{arch}"
     final = cache_dir() / "models" / f"{stem}-s{int(model_cfg.tiny_seed)}"

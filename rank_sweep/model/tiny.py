@@ -125,10 +125,35 @@ def vocab_size() -> int:
     return 3 + len(set(_WORDS.split()))
 
 
-def make_tiny(out: Path, seed: int = 0) -> Path:
-    """Write the tiny seeded Wan I2V pipeline to `out` (created if missing); returns `out`."""
+def tiny_vae(base_dim: int = 4, dim_mult: tuple[int, ...] = (1, 1, 1, 1)):
+    """The tiny Wan VAE: z_dim 16 and stride (4, 8, 8) as the 14B's; `base_dim` its width."""
+    from diffusers import AutoencoderKLWan
+
+    # dim_mult 1 everywhere keeps the random one small; z_dim 16 and the default latents_mean/std keep
+    # the 14B latent space contract (the world's trained VAE replaces them by measured stats).
+    return AutoencoderKLWan(
+        base_dim=base_dim,
+        z_dim=16,
+        dim_mult=list(dim_mult),
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+    )
+
+
+def make_tiny(out: Path, seed: int = 0, *, vae=None, transformer=None) -> Path:
+    """Write the tiny seeded Wan I2V pipeline to `out` (created if missing); returns `out`.
+
+    `vae` / `transformer` replace the random parts (the world passes its trained VAE and,
+    once pretrained, its base transformer); every other part is seeded from `seed`.
+    The global RNG is left untouched (forked), so building never changes a caller's stream.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _make_tiny(Path(out), seed, vae, transformer)
+
+
+def _make_tiny(out: Path, seed: int, vae, transformer) -> Path:
     from diffusers import (
-        AutoencoderKLWan,
         UniPCMultistepScheduler,
         WanImageToVideoPipeline,
         WanTransformer3DModel,
@@ -142,20 +167,14 @@ def make_tiny(out: Path, seed: int = 0) -> Path:
         UMT5EncoderModel,
     )
 
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # Seed every part from one generator state so the same seed writes identical weights.
-    torch.manual_seed(seed)
-    transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
-    # A 4-channel base keeps the VAE ~100 KB; z_dim
-    # 16 and the default latents_mean/std keep the 14B latent space contract.
-    vae = AutoencoderKLWan(
-        base_dim=4,
-        z_dim=16,
-        dim_mult=[1, 1, 1, 1],
-        num_res_blocks=1,
-        temperal_downsample=[False, True, True],
-    )
+    # Every random part is drawn in this order from the (forked) seeded generator, so the
+    # same seed writes identical weights; given parts still consume their draws, so the
+    # text/image encoders are the same whether or not the world replaces the others.
+    random_transformer = WanTransformer3DModel(**TRANSFORMER_CONFIG)
+    random_vae = tiny_vae(4)
+    transformer = random_transformer if transformer is None else transformer
+    vae = random_vae if vae is None else vae
     text_encoder = UMT5EncoderModel(
         UMT5Config(
             vocab_size=vocab_size(),

@@ -270,6 +270,11 @@ def _load_file(
             ) from exc
         random_init = bool(getattr(module, "random_init", False))
         size_used = int(getattr(module, "size", size))
+        # A project-trained detector (rank_sweep.world) names itself and its feature width,
+        # and is no published network: stamped pretrained=false like a random one.
+        random_init = random_init or bool(getattr(module, "project_trained", False))
+        name = str(getattr(module, "detector_name", name))
+        expected_dim = int(getattr(module, "feature_dim", expected_dim))
     else:
         net: nn.Module = i3d.InceptionI3d() if name == "i3d" else inception.FIDInceptionV3()
         _load_strict(net, _load_state_dict(file, what), file, what)
@@ -293,7 +298,7 @@ def _load_file(
     )
     if random_init:
         log.warning(
-            "%s detector is random-init (%s): metrics only compare runs with each other",
+            "%s detector %s is no published network (random-init or project-trained): metrics only compare runs with each other",
             what,
             file.name,
         )
