@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from rank_sweep.config.schema import LoraConfig
-from rank_sweep.eval.sample import sample_i2v
 from rank_sweep.model.adapters import LORA_WEIGHT_NAME, apply_finetune, save_result
 from rank_sweep.model.experts import WanExperts, restrict_sigmas, sigma_range_of
 from rank_sweep.model.export import COMFY_WEIGHT_NAME
@@ -94,7 +93,9 @@ def test_sampling_matches_the_pipeline(arch: str, fixture: str, request) -> None
     spec = _spec(path, arch)
     frames, caption = _frames(), ["a red square moving left"]
     # 4 steps at shift 5: the first timestep is >= 900 (high-noise expert), the rest below
-    video = sample_i2v(
+    from test_sample import sample  # the evaluator's path: precompute entry -> sampler
+
+    video = sample(
         spec, spec.load_transformer(), frames, caption, num_frames=9, steps=4,
         guidance_scale=1.0, seed=3,
     )  # fmt: skip
