@@ -351,3 +351,18 @@ def test_fsdp_job_spawns_two_workers_and_saves_once(stores, tmp_path: Path) -> N
         if r.data.params.get("sweep_name") == "fsdp"
     ]
     assert len(runs) == 1 and runs[0].data.tags[C.TAG_STATUS] == "completed"  # rank 0 only
+
+
+def test_jobs_of_one_sweep_report_their_own_peak_memory(stores) -> None:
+    """All jobs of a multirun share one process: without a per-job reset the LoRA job, run
+    after the full fine-tune (the baseline goes first), would inherit the full job's peak."""
+    cli(stores, "-m", "sweep_name=peaks", "prune=none", "finetune=full,lora", "lora.rank=4")
+    _, children = runs_of(stores, "peaks")
+    peak = {r.data.tags[C.TAG_METHOD]: r.data.metrics[C.PEAK_MEM_MB] for r in children}
+    assert set(peak) == {"full", "lora"}
+    assert peak["lora"] < peak["full"], peak  # Adam state of every weight vs of the adapter
+    for r in children:
+        p10, med, p90 = (
+            r.data.metrics[k] for k in (C.STEP_TIME_P10_S, C.STEP_TIME_S, C.STEP_TIME_P90_S)
+        )
+        assert 0 < p10 <= med <= p90

@@ -26,12 +26,12 @@ def _writable(path: Path) -> bool:
 
 @lru_cache(maxsize=16)
 def _detector_verdict(path: str, mtime: float, trust: bool, what: str) -> None:
-    from rank_sweep.eval.detectors.loaders import _is_torchscript, own_dir
+    from rank_sweep.eval.detectors.loaders import _is_torchscript, trusted_root
     from rank_sweep.eval.detectors.trust import UntrustedDetector, judge
 
     file = Path(path)
     try:
-        judge(file, _is_torchscript(file), trust, own_dir(), what)
+        judge(file, _is_torchscript(file), trust, trusted_root(), what)
     except UntrustedDetector as exc:
         key = "eval.i3d_path" if what == "I3D" else "eval.inception_path"
         raise ConfigError(f"{key}={path}: {exc}") from None
@@ -58,7 +58,7 @@ def check_paths(cfg: Any) -> None:
     trust = bool(cfg.eval.get("trust_torchscript", False))
     for key, what in (("i3d_path", "I3D"), ("inception_path", "Inception")):
         value = cfg.eval.get(key)
-        if value is None:
+        if value is None or value == "world":  # the embedded world's detector, built on use
             continue
         file = Path(str(value)).expanduser()
         if not file.is_file():

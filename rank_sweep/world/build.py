@@ -142,8 +142,10 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
             progress=bar.update,
         )  # fmt: skip
         from rank_sweep.eval.detectors.loaders import save_torchscript
+        from rank_sweep.eval.detectors.trust import write_sidecar
 
         save_torchscript(net, out / DETECTOR_FILE)
+        write_sidecar(out / DETECTOR_FILE)  # the project's own file: trusted by its hash
         timings["detector_s"] = time.perf_counter() - t
 
         # 3. base transformer on the base domain

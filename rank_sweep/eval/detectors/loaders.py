@@ -137,6 +137,12 @@ def own_dir() -> Path:
     return cache_dir() / "detectors"
 
 
+def trusted_root() -> Path:
+    """Files the project wrote itself live under its cache (random-init detectors, the
+    embedded world's trained detector); one with a matching sha256 sidecar is trusted."""
+    return cache_dir()
+
+
 def random_detector_path(name: str, size: int, seed: int = 0, rebuild: bool = False) -> Path:
     """Cached random-init TorchScript file; written once (size and seed in the name), with
     its sha256 beside it; `rebuild` rewrites a file that could not be loaded."""
@@ -260,7 +266,7 @@ def _load_file(
     what = _WHAT[name]
     dev = _auto_device(device)
     torchscript = _is_torchscript(file)
-    verdict = judge(file, torchscript, trust_torchscript, own_dir(), what)
+    verdict = judge(file, torchscript, trust_torchscript, trusted_root(), what)
     if torchscript:
         try:
             module = torch.jit.load(str(file), map_location=dev).eval()
