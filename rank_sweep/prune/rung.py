@@ -153,14 +153,14 @@ def write_rung(
     final: bool,
 ) -> Path:
     """Store the rung record of this job at `step` (main rank only)."""
-    from rank_sweep.job.identity import job_label
+    from rank_sweep.job.identity import JobIdentity
 
     scalars = {}
     for h in history:  # metrics of an eval that happened at exactly this step
         if int(h.get("step", -1)) == int(step):
             scalars = {k: float(v) for k, v in h.items() if k != "step"}
     record = RungRecord(
-        arm=job_label(cfg),
+        arm=JobIdentity.from_config(cfg).label,
         step=int(step),
         final=bool(final),
         items={k: [float(x) for x in v] for k, v in items.items()},
@@ -217,12 +217,13 @@ class ArmInfo:
 
 
 def describe(cfg: DictConfig) -> ArmInfo:
-    from rank_sweep.job.identity import fingerprint, job_label
+    from rank_sweep.job.identity import JobIdentity
 
-    is_lora = cfg.finetune.method == "lora"
+    ident = JobIdentity.from_config(cfg)
+    is_lora = ident.is_lora
     return ArmInfo(
-        label=job_label(cfg),
-        fingerprint=fingerprint(cfg),
+        label=ident.label,
+        fingerprint=ident.fingerprint,
         baseline=not is_lora,
         trial_params={
             "method": str(cfg.finetune.method),
@@ -232,9 +233,9 @@ def describe(cfg: DictConfig) -> ArmInfo:
 
 
 def record_path(cfg: DictConfig, step: int) -> Path:
-    from rank_sweep.job.identity import state_dir
+    from rank_sweep.job.identity import JobIdentity
 
-    return record_file(state_dir(cfg), step)
+    return record_file(JobIdentity.from_config(cfg).state_dir(cfg), step)
 
 
 def budget(cfg: DictConfig) -> int:
@@ -246,9 +247,9 @@ def stop_override(step: int) -> str:
 
 
 def _child_run_id(cfg: DictConfig) -> str | None:
-    from rank_sweep.job.identity import state_dir
+    from rank_sweep.job.identity import JobIdentity
 
-    p = state_dir(cfg) / "run.json"
+    p = JobIdentity.from_config(cfg).state_dir(cfg) / "run.json"
     try:
         return json.loads(p.read_text()).get("run_id") if p.exists() else None
     except (OSError, json.JSONDecodeError):
