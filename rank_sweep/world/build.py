@@ -156,7 +156,7 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
         data = base.encode_clips(spec, clips, tr_base.captions * 2)
         transformer = spec.load_transformer()
         base_losses = base.pretrain(
-            transformer, data, r, shift=spec.flow_shift, seed=seed, progress=bar.update
+            transformer, data, r, shift=spec.shift, seed=seed, progress=bar.update
         )
         transformer.save_pretrained(model_dir / "transformer", safe_serialization=True)
         timings["base_s"] = time.perf_counter() - t
