@@ -44,7 +44,7 @@ class ClipError(ValueError):
 
 def _dir_sha256(directory: Path) -> str:
     """sha256 over the weight files of a transformers dir (names + bytes, sorted)."""
-    from rank_sweep.eval.detectors.loaders import file_sha256
+    from rank_sweep.eval.detectors.trust import file_sha256
 
     files = sorted(p for ext in ("*.safetensors", "*.bin") for p in directory.glob(ext))
     if not files:

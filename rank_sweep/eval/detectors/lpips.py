@@ -248,7 +248,7 @@ def load_lpips(
     """Published files from `path` (a directory, see module doc) or the cached random pair."""
     import hashlib
 
-    from rank_sweep.eval.detectors.loaders import file_sha256
+    from rank_sweep.eval.detectors.trust import file_sha256
 
     directory = Path(path).expanduser() if path else random_dir(net)
     if path and not directory.is_dir():
