@@ -90,14 +90,27 @@ def write_png(path: Path, image: np.ndarray) -> Path:
 
 
 def write_eval_samples(
-    out_dir: Path, step: int, real: np.ndarray | None, fakes: list[np.ndarray], fps: float
+    out_dir: Path,
+    step: int,
+    real: np.ndarray | None,
+    fakes: list[np.ndarray],
+    fps: float,
+    tag: str = "",
 ) -> list[Path]:
-    """Per eval: one side-by-side mp4 (real | generated) and the strip PNG of clip 0."""
+    """Per eval: one side-by-side mp4 (real | generated) and the strip PNG of clip 0.
+    Names start with the step so the newest sorts last."""
     from rank_sweep.data.video import write_video
 
     out_dir = Path(out_dir)
-    video = write_video(
-        out_dir / f"step{step:06d}_side_by_side.mp4", side_by_side(real, fakes), fps=fps
-    )
-    strip = write_png(out_dir / f"step{step:06d}_strip.png", frame_strip(fakes[0]))
+    stem = f"step{step:06d}" + (f"_{tag}" if tag else "")
+    clip = side_by_side(real, [_fit_size(f, real) for f in fakes])
+    video = write_video(out_dir / f"{stem}_side_by_side.mp4", clip, fps=fps)
+    strip = write_png(out_dir / f"{stem}_strip.png", frame_strip(fakes[0]))
     return [video, strip]
+
+
+def _fit_size(fake: np.ndarray, real: np.ndarray | None) -> np.ndarray:
+    """Generated clips share the real clip's size; crop defensively if a model pads."""
+    if real is None:
+        return fake
+    return fake[:, : real.shape[1], : real.shape[2]]
