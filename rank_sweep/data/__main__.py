@@ -112,8 +112,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--root", required=True)
     d = SynthConfig()
     for f in fields(SynthConfig):
+        value = getattr(d, f.name)
         s.add_argument(
-            f"--{f.name.replace('_', '-')}", dest=f.name, type=int, default=getattr(d, f.name)
+            f"--{f.name.replace('_', '-')}", dest=f.name, type=type(value), default=value
         )
     s.add_argument(
         "--metadata-csv", action="store_true", help="folder layout: metadata.csv instead of .txt"
