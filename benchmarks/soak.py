@@ -31,6 +31,8 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from rank_sweep.track import contract as C
+
 REPO = Path(__file__).resolve().parent.parent
 log = logging.getLogger("soak")
 
@@ -166,8 +168,8 @@ class Soak:
         self.finish(self.start(self.args("kill", "-m", RANKS), "kill-final"))
         got = self.adapters(self.root / "kill" / "sweep")
         runs, dups = self.store(self.root / "kill")
-        children = [r for r in runs if r.data.tags.get("rank_sweep.role") != "sweep"]
-        parents = [r for r in runs if r.data.tags.get("rank_sweep.role") == "sweep"]
+        children = [r for r in runs if r.data.tags.get(C.TAG_ROLE) != "sweep"]
+        parents = [r for r in runs if r.data.tags.get(C.TAG_ROLE) == "sweep"]
         killed = sum("at step" in d for d in details)
         same = self.equal(ref, got)
         ok = same and dups == 0 and killed == 5 and len(children) == 2 and len(parents) == 1
@@ -187,16 +189,16 @@ class Soak:
         import optuna
 
         runs, dups = self.store(self.root / "twins")
-        parents = [r for r in runs if r.data.tags.get("rank_sweep.role") == "sweep"]
+        parents = [r for r in runs if r.data.tags.get(C.TAG_ROLE) == "sweep"]
         storage = f"sqlite:///{self.root}/twins/optuna.db"
         studies = optuna.get_all_study_names(storage)
         parts = []
         ok = len(parents) == 2 and len(studies) == 2 and dups == 0
         for p in parents:
-            sid = p.data.tags["rank_sweep.sweep_id"]
+            sid = p.data.tags[C.TAG_SWEEP_ID]
             kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == p.info.run_id]
-            own = all(k.data.tags.get("rank_sweep.sweep_id") == sid for k in kids)
-            ranks = sorted(int(k.data.tags["rank_sweep.lora_rank"]) for k in kids)
+            own = all(k.data.tags.get(C.TAG_SWEEP_ID) == sid for k in kids)
+            ranks = sorted(int(k.data.tags[C.TAG_LORA_RANK]) for k in kids)
             trials = (
                 optuna.load_study(study_name=sid, storage=storage).trials if sid in studies else []
             )

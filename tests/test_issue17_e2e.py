@@ -13,6 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rank_sweep.paths import REPO_ROOT
+from rank_sweep.track import contract as C
 
 pytestmark = pytest.mark.slow  # two CLI sweeps: ~1-2 min on 2 cores
 
@@ -44,8 +45,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _children(client: MlflowClient, sweep_name: str) -> list:
     exp = client.get_experiment_by_name("rank_sweep")
     runs = client.search_runs([exp.experiment_id], max_results=100)
-    return [r for r in runs if sweep_name in r.data.tags.get("rank_sweep.sweep_id", "")
-            and r.data.tags.get("rank_sweep.role") != "sweep"]  # fmt: skip
+    return [r for r in runs if sweep_name in r.data.tags.get(C.TAG_SWEEP_ID, "")
+            and r.data.tags.get(C.TAG_ROLE) != "sweep"]  # fmt: skip
 
 
 def test_one_and_two_stage_complete_with_clipsim_lpips_and_are_compared(store: Path, tmp_path):
@@ -54,10 +55,10 @@ def test_one_and_two_stage_complete_with_clipsim_lpips_and_are_compared(store: P
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     runs = _children(client, "recipes")
     assert len(runs) == 2
-    by_recipe = {r.data.tags["rank_sweep.recipe"]: r for r in runs}
+    by_recipe = {r.data.tags[C.TAG_RECIPE]: r for r in runs}
     assert set(by_recipe) == {"one_stage", "two_stage"}
     for r in runs:
-        assert r.data.tags["rank_sweep.status"] == "completed"
+        assert r.data.tags[C.TAG_STATUS] == "completed"
         for m in EXTRA:  # final value + paired-ready interval, at each eval
             assert f"{m}/synthetic" in r.data.metrics, m
             lo, hi = r.data.metrics[f"{m}_ci_lo/synthetic"], r.data.metrics[f"{m}_ci_hi/synthetic"]
@@ -70,7 +71,7 @@ def test_one_and_two_stage_complete_with_clipsim_lpips_and_are_compared(store: P
         arts = [a.path for a in client.list_artifacts(r.info.run_id, "extra_per_clip")]
         assert arts == ["extra_per_clip/synthetic.json"]
     two = by_recipe["two_stage"]
-    assert two.data.tags["rank_sweep.stages"] == "style:stills:0-2|motion:clips:2-4"
+    assert two.data.tags[C.TAG_STAGES] == "style:stills:0-2|motion:clips:2-4"
     marks = client.get_metric_history(two.info.run_id, "train/stage")
     assert [(m.step, m.value) for m in marks] == [(0, 1.0), (2, 2.0)]  # stage boundaries
 
@@ -96,8 +97,8 @@ def test_plateau_early_stop_is_its_own_status(store: Path, tmp_path):
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
     (run,) = _children(client, "plateau")
     tags, metrics = run.data.tags, run.data.metrics
-    assert tags["rank_sweep.status"] == "stopped_plateau"
-    assert tags["rank_sweep.plateau_step"] == "4" and "rank_sweep.pruned_step" not in tags
+    assert tags[C.TAG_STATUS] == "stopped_plateau"
+    assert tags[C.TAG_PLATEAU_STEP] == "4" and C.TAG_PRUNED_STEP not in tags
     assert metrics["train/steps_done"] == 4 and "fvd_ci_lo/synthetic" in metrics  # final tier
     assert run.info.status == "FINISHED"
     df = load_runs(f"sqlite:///{store}/mlflow.db", "rank_sweep")

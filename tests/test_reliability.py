@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 
 from rank_sweep.locks import FileLock, Holder, LockHeld
 from rank_sweep.paths import REPO_ROOT
+from rank_sweep.track import contract as C
 from rank_sweep.train import checkpoint as ck
 
 # ---- locks ---------------------------------------------------------------------------------
@@ -329,7 +330,7 @@ def test_empty_and_warm_cache_give_bitwise_equal_adapters_and_history_is_relogge
     client = MlflowClient(uri2)
     exp = client.get_experiment_by_name("rank_sweep")
     (r,) = client.search_runs([exp.experiment_id])
-    assert r.data.tags["rank_sweep.status"] == "completed"
+    assert r.data.tags[C.TAG_STATUS] == "completed"
     fvd = client.get_metric_history(r.info.run_id, "fvd/synthetic")
     assert [m.step for m in fvd] == [2] and fvd[0].value == first.objective
     (sdir,) = (tmp_path / "s1").iterdir()  # <state_dir>/<label>-<fingerprint>
@@ -391,7 +392,7 @@ def test_twin_sweep_gets_its_own_id_and_parent_waits_for_running_children(
     assert info.sweep_id == f"{base}.2" and info.study_name == f"{base}.2"
     # a child still running (another process's job) keeps the parent open at the sweep's end
     tr = Tracker(info.tracking_uri, info.experiment)
-    tr.start(run_name="lora-r4", tags={"rank_sweep.sweep_id": info.sweep_id}, params={},
+    tr.start(run_name="lora-r4", tags={C.TAG_SWEEP_ID: info.sweep_id}, params={},
              parent_run_id=info.parent_run_id, system_metrics=False)  # fmt: skip
     cb.on_multirun_end(cfg)
     client = MlflowClient(info.tracking_uri)
@@ -418,4 +419,4 @@ def test_run_is_marked_failed_when_opening_fails_after_it_exists(
     client = MlflowClient(uri)
     exp = client.get_experiment_by_name("rank_sweep").experiment_id
     (r,) = client.search_runs([exp], f"tags.`rank_sweep.fingerprint` = '{fingerprint(cfg)}'")
-    assert r.info.status == "FAILED" and r.data.tags["rank_sweep.status"] == "failed"
+    assert r.info.status == "FAILED" and r.data.tags[C.TAG_STATUS] == "failed"

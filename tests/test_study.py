@@ -16,6 +16,7 @@ import pytest
 from rank_sweep.report.votes import Outcome, bradley_terry, outcomes, wilson, win_table
 from rank_sweep.study.samples import Sample, newest_per_clip, pairs_of
 from rank_sweep.study.store import Vote, VoteStore
+from rank_sweep.track import contract as C
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -81,14 +82,14 @@ def _make_sweep(uri: str, tmp_path: Path, n_runs: int = 3) -> tuple[str, str, li
     client = MlflowClient(tracking_uri=uri)
     exp = client.create_experiment("rank_sweep", artifact_location=str(tmp_path / "art"))
     sweep = "sweep-ab"
-    parent = client.create_run(exp, tags={"rank_sweep.role": "sweep",
-                                          "rank_sweep.sweep_id": sweep}).info.run_id  # fmt: skip
+    parent = client.create_run(exp, tags={C.TAG_ROLE: "sweep",
+                                          C.TAG_SWEEP_ID: sweep}).info.run_id  # fmt: skip
     ids = []
     for k, rank in enumerate((4, 8, 16)[:n_runs]):
         run = client.create_run(exp, run_name=f"r{rank}", tags={
-            "rank_sweep.sweep_id": sweep, "mlflow.parentRunId": parent,
-            "rank_sweep.method": "lora", "rank_sweep.lora_rank": str(rank),
-            "rank_sweep.status": "completed"})  # fmt: skip
+            C.TAG_SWEEP_ID: sweep, "mlflow.parentRunId": parent,
+            C.TAG_METHOD: "lora", C.TAG_LORA_RANK: str(rank),
+            C.TAG_STATUS: "completed"})  # fmt: skip
         rid = run.info.run_id
         client.log_param(rid, "finetune.method", "lora")
         client.log_param(rid, "lora.rank", str(rank))

@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from rank_sweep.paths import REPO_ROOT
+from rank_sweep.track import contract as C
 
 SMALL = [
     "train.steps=8", "train.checkpoint_every=4", "eval.every=4", "eval.num_real=6",
@@ -58,12 +59,12 @@ def test_reversed_rank_list_same_decisions_and_tracking(tmp_path: Path) -> None:
     for run in children:
         tags, key = run.data.tags, run.info.run_name
         if key in pruned_at:
-            assert tags["rank_sweep.status"] == "pruned"
-            assert int(tags["rank_sweep.pruned_step"]) == pruned_at[key]
-            assert "worse than" in tags["rank_sweep.reason"]
+            assert tags[C.TAG_STATUS] == "pruned"
+            assert int(tags[C.TAG_PRUNED_STEP]) == pruned_at[key]
+            assert "worse than" in tags[C.TAG_PRUNE_REASON]
         else:
-            assert tags["rank_sweep.status"] == "completed"
-            assert int(tags["rank_sweep.resumes"]) == len(fwd["rungs"])  # one run, resumed
+            assert tags[C.TAG_STATUS] == "completed"
+            assert int(tags[C.TAG_RESUMES]) == len(fwd["rungs"])  # one run, resumed
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
         assert len(steps) == len(set(steps))  # resumed without duplicate steps
     study = optuna.load_study(study_name=fwd["sweep_id"], storage=f"sqlite:///{tmp_path}/optuna.db")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from rank_sweep.track import contract as C
 from rank_sweep.track.store import EXPERIMENT_TAGS, ensure_store
 from rank_sweep.track.tracker import Tracker
 
@@ -40,12 +41,12 @@ def sweep_store(tmp_path: Path) -> tuple[str, str, list[str]]:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ensure_store(uri, EXP)
     parent = Tracker(uri, EXP)
-    pid = parent.start(run_name="sweep-x", tags={"rank_sweep.role": "sweep"}, params={},
+    pid = parent.start(run_name="sweep-x", tags={C.TAG_ROLE: "sweep"}, params={},
                        system_metrics=False)  # fmt: skip
     kids = []
     for rank in (4, 8):
         child = Tracker(uri, EXP)
-        kids.append(child.start(run_name=f"lora-r{rank}", tags={"rank_sweep.method": "lora"},
+        kids.append(child.start(run_name=f"lora-r{rank}", tags={C.TAG_METHOD: "lora"},
                                 params={"lora.rank": str(rank)}, parent_run_id=pid,
                                 system_metrics=False))  # fmt: skip
         child.log_metrics({"fvd/synthetic": 10.0 + rank}, 1)

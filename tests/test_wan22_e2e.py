@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from safetensors import safe_open
 
 from rank_sweep.paths import REPO_ROOT
+from rank_sweep.track import contract as C
 
 pytestmark = pytest.mark.slow  # ~1 min per CLI call on 2 cores
 
@@ -79,11 +80,11 @@ def test_one_job_sweep_and_report(stores, tmp_path: Path, preset: str) -> None:
     runs = client.search_runs([exp.experiment_id], max_results=200)
     parent = next(
         r for r in runs
-        if r.data.tags.get("rank_sweep.role") == "sweep"
-        and f"two_{preset}" in r.data.tags.get("rank_sweep.sweep_id", "")
+        if r.data.tags.get(C.TAG_ROLE) == "sweep"
+        and f"two_{preset}" in r.data.tags.get(C.TAG_SWEEP_ID, "")
     )  # fmt: skip
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sorted(r.data.tags["rank_sweep.lora_rank"] for r in children) == ["4", "8"]
+    assert sorted(r.data.tags[C.TAG_LORA_RANK] for r in children) == ["4", "8"]
     for run in children:
         assert "fvd/synthetic" in run.data.metrics and "kid/synthetic" in run.data.metrics
         arts = {a.path for a in client.list_artifacts(run.info.run_id, "adapter")}
@@ -92,7 +93,7 @@ def test_one_job_sweep_and_report(stores, tmp_path: Path, preset: str) -> None:
             "adapter/lora_comfyui.safetensors",
         }
     report = tmp_path / "report"
-    sweep_id = parent.data.tags["rank_sweep.sweep_id"]
+    sweep_id = parent.data.tags[C.TAG_SWEEP_ID]
     _run(stores, "rank_sweep.report", "--tracking-uri", stores["mlflow"], "--sweep", sweep_id,
          "--out", str(report))  # fmt: skip
     assert (report / "report.md").is_file() and (report / "results.csv").is_file()

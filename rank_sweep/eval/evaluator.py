@@ -32,6 +32,7 @@ from rank_sweep.eval.tiers import (
     periodic_settings,
     val_split,
 )
+from rank_sweep.track import contract as C
 
 log = logging.getLogger(__name__)
 
@@ -320,7 +321,8 @@ class Evaluator:
             artifacts.append((str(path), FEATURES_ARTIFACT_DIR))
         else:
             stamp = {
-                (k if k == "detector.pretrained" else f"{s.tier}.{k}"): v for k, v in stamp.items()
+                (k if k == C.TAG_DETECTOR_PRETRAINED else f"{s.tier}.{k}"): v
+                for k, v in stamp.items()
             }
         return metrics, stamp, artifacts
 
@@ -330,7 +332,7 @@ class Evaluator:
         dets = list(self.detectors.values())
         return {
             # Unprefixed: the run's tag from its first eval on, also for runs pruned early.
-            "detector.pretrained": str(all(bool(x.pretrained) for x in dets)).lower(),
+            C.TAG_DETECTOR_PRETRAINED: str(all(bool(x.pretrained) for x in dets)).lower(),
             "periodic.val.split": val_split(d),
             "periodic.val.fraction": f"{float(d.val_fraction):g}",
             "periodic.val.rule": str(d.val_rule),

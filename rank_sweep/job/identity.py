@@ -133,3 +133,8 @@ class JobIdentity:
     def state_dir(self, cfg: DictConfig) -> Path:
         """Resumable state of this job (checkpoint, run ids): the same dir on every rerun."""
         return state_root(cfg.get("state_dir")) / f"{self.label}-{self.fingerprint}"
+
+
+def state_dir(cfg: DictConfig) -> Path:
+    """The job's resumable state dir (see JobIdentity.state_dir), from its config alone."""
+    return JobIdentity.from_config(cfg).state_dir(cfg)

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from rank_sweep.model.layout import ModelError
+from rank_sweep.track import contract as C
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def export_file(src: Path, fmt: str, dtype: torch.dtype, out: Path) -> Path:
     if fmt not in FORMATS:
         raise ModelError(f"--format={fmt!r} is not supported; allowed: {', '.join(FORMATS)}")
     tensors, rank, header = read_diffusers_lora(Path(src))
-    keep = {k: v for k, v in header.items() if k.startswith("rank_sweep.")}
+    keep = {k: v for k, v in header.items() if k.startswith(C.TAG_PREFIX)}
     keep["rank_sweep.dtype"] = str(dtype).removeprefix("torch.")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +162,7 @@ def resolve_run(run: str, tracking_uri: str | None, dst: Path) -> Path:
         return path
     from mlflow.tracking import MlflowClient
 
-    from rank_sweep.report.load import default_tracking_uri
+    from rank_sweep.paths import tracking_uri as default_tracking_uri
 
     uri = tracking_uri or default_tracking_uri()
     client = MlflowClient(tracking_uri=uri)
