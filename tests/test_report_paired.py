@@ -85,3 +85,17 @@ def test_intervals_that_miss_their_point_are_dropped() -> None:
     out, warnings = drop_bad_intervals(df)
     assert out["fvd_ci_lo/x"].isna().tolist() == [True, False]
     assert len(warnings) == 1 and "does not contain 220.8" in warnings[0]
+
+
+def test_mixed_protocol_check_covers_the_new_stamp_fields() -> None:
+    from rank_sweep.report import check_protocols
+
+    fields = ("eval.fps", "eval.guidance_scale", "eval.negative_prompt", "eval.sampler",
+              "eval.model_dtype", "eval.cov_ddof", "eval.kid_frame_rule", "eval.interval",
+              "eval.tier", "eval.split_rule")  # fmt: skip
+    base = {"run_id": "a" * 8, "run_name": "", "method": "lora", "rank": 4, "fvd/x": 1.0}
+    for field in fields:
+        df = pd.DataFrame([{**base, f"protocol.x.{field}": "1"},
+                           {**base, "rank": 8, f"protocol.x.{field}": "2"}])  # fmt: skip
+        warnings = check_protocols(df)
+        assert any(field in w and "mixed protocol" in w for w in warnings), field
