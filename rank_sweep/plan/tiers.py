@@ -83,6 +83,8 @@ def generation_tiers(cfg: DictConfig) -> list[GenTier]:
         clips = int(_first(node, ("num_fake", "num_clips", "clips"), flat["clips"]))
         if node is not None and node.get("enabled") is False:
             clips = 0
+        if name == "periodic" and node is not None and "metrics" in node and not node.metrics:
+            clips = 0  # the periodic tier scores validation loss only: nothing generated
         frames = int(_first(node, ("sample_frames", "frames"), flat["frames"]))
         return GenTier(
             name=name,
