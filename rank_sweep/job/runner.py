@@ -114,6 +114,10 @@ def _run(
 
     transformer = spec.load_transformer()
     total_params = sum(p.numel() for p in transformer.parameters())
+    # Re-seed right before the (random) adapter init: building caches above draws random
+    # numbers only when a cache is missing, so without this a rank's init (and its rung
+    # metrics) would depend on which job of the sweep happened to run first.
+    torch.manual_seed(cfg.train.seed)
     trainable = apply_finetune(transformer, cfg.finetune.method, cfg.lora)
     reporter.log_metrics(
         {"model/trainable_params": trainable, "model/total_params": total_params}, 0
