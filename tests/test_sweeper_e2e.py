@@ -28,7 +28,8 @@ SMALL = [
 def _sweep(tmp: Path, name: str, ranks: str) -> dict:
     cmd = [
         sys.executable, "-m", "rank_sweep", "-m", f"lora.rank={ranks}", *SMALL,
-        f"track.uri=sqlite:///{tmp}/mlflow.db", f"prune.storage=sqlite:///{tmp}/optuna.db",
+        # own MLflow store per sweep: the other sweep's finished runs are not reused here
+        f"track.uri=sqlite:///{tmp}/mlflow-{name}.db", f"prune.storage=sqlite:///{tmp}/optuna.db",
         f"hydra.sweep.dir={tmp}/{name}", f"state_dir={tmp}/jobs-{name}", f"sweep_name={name}",
     ]  # fmt: skip
     env = {**os.environ, "HYDRA_FULL_ERROR": "1", "OMP_NUM_THREADS": "1"}
@@ -48,7 +49,7 @@ def test_reversed_rank_list_same_decisions_and_tracking(tmp_path: Path) -> None:
 
     assert outcome(fwd) == outcome(rev)  # same items, noise and weights: same numbers too
 
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow-fwd.db")
     exp = client.get_experiment_by_name("rank_sweep")
     runs = client.search_runs([exp.experiment_id], max_results=100)
     parent = next(r for r in runs if r.info.run_name == f"sweep-{fwd['sweep_id']}")

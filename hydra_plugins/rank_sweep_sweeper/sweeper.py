@@ -282,7 +282,10 @@ class _Halving:
                 log.info("rung %d (step %d): every arm has its record; nothing to train", k, step)
             records = {a.key: self._record(a, step) for a in alive}
             for a in [a for a in alive if records[a.key] is None]:
-                log.error("arm %s wrote no record at step %d: treated as failed", a.key, step)
+                log.error(
+                    "arm %s wrote no record at step %d: treated as failed (the job failed, or "
+                    "it reused a finished run whose state dir is elsewhere)", a.key, step,
+                )  # fmt: skip
                 if self.trials is not None:
                     self.trials.fail(a.trial, f"no rung record at step {step}")
             alive = [a for a in alive if records[a.key] is not None]
