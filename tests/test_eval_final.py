@@ -40,7 +40,8 @@ def test_intervals_contain_points_and_features_saved(uninterrupted: dict) -> Non
             m[f"{name}_ci_lo/synthetic"] <= m[f"{name}/synthetic"] <= m[f"{name}_ci_hi/synthetic"]
         )
     with np.load(uninterrupted["out"] / FEATURES_ARTIFACT_DIR / GEN_FEATURES_FILE) as z:
-        assert z["fake_video"].shape == (3, 400) and z["real_video"].shape == (3, 400)
+        # 3 clips x the video detector's feature width (400 for I3D, 64 for the world's)
+        assert z["fake_video"].shape[0] == 3 and z["real_video"].shape == z["fake_video"].shape
         assert z["fake_frame"].shape[0] == 3 and z["fake_frame"].ndim == 2  # one frame per clip
         assert z["real_frame"].shape == z["fake_frame"].shape
         stamp = json.loads(str(z["stamp"]))
@@ -78,7 +79,11 @@ def test_killed_eval_resumes_to_the_same_number(
     monkeypatch.setattr(generation.GenerationJob, "run_batch", counting)
     resumed = final_eval(state, tmp_path / "out2", [])
     assert sorted(calls) == [b for b in range(3) if b >= len(done)]  # only the missing ones
-    assert resumed == uninterrupted["metrics"]
+    # Equal up to float rounding: the killed part ran in another process, whose thread
+    # count can change the summation order inside the detector's convolutions.
+    assert resumed.keys() == uninterrupted["metrics"].keys()
+    for k, v in uninterrupted["metrics"].items():
+        assert resumed[k] == pytest.approx(v, rel=1e-6, abs=1e-12), k
 
 
 @pytest.mark.slow  # two spawned processes each load the model and detectors (~40 s)
