@@ -257,13 +257,13 @@ def _child_run_id(cfg: DictConfig) -> str | None:
 
 
 def on_decision(ctx: Any, decision: Any, arms: Mapping[str, DictConfig], log_doc: dict) -> None:
-    """MLflow: pruned children get status=pruned, pruned_step and reason (and end KILLED,
-    as a pruned run always did); the parent gets the decisions so far as decisions.json."""
+    """MLflow: pruned children get status=pruned, pruned_step and reason (and end as the
+    contract maps a pruned run); the parent gets the decisions so far as decisions.json."""
     if not getattr(ctx, "tracking_uri", None):
         return
     from mlflow.tracking import MlflowClient
 
-    from rank_sweep.track.runs import TAG_STATUS, TAG_SWEEP_ID, copy_run, end_run
+    from rank_sweep.track.runs import copy_run, end_run
 
     client = MlflowClient(ctx.tracking_uri)
     for key in decision.pruned:
@@ -272,16 +272,16 @@ def on_decision(ctx: Any, decision: Any, arms: Mapping[str, DictConfig], log_doc
             log.warning("arm %s has no MLflow run to tag as pruned", key)
             continue
         tags = {
-            TAG_STATUS: "pruned",
+            C.TAG_STATUS: C.PRUNED,
             C.TAG_PRUNED_STEP: str(decision.step),
             C.TAG_PRUNE_REASON: decision.arms[key].reason[:5000],
-            TAG_SWEEP_ID: ctx.sweep_id,
+            C.TAG_SWEEP_ID: ctx.sweep_id,
         }
-        if client.get_run(run_id).data.tags.get(TAG_SWEEP_ID) != ctx.sweep_id and ctx.parent_run_id:
+        if client.get_run(run_id).data.tags.get(C.TAG_SWEEP_ID) != ctx.sweep_id and ctx.parent_run_id:
             # its rung was trained by another sweep (records reused): copy it under this one
             copy_run(ctx.tracking_uri, run_id, ctx.parent_run_id, tags)
         else:
-            end_run(ctx.tracking_uri, run_id, tags, "KILLED")
+            end_run(ctx.tracking_uri, run_id, tags, C.MLFLOW_RUN_STATUS[C.PRUNED])
     if ctx.parent_run_id:
         client.log_dict(ctx.parent_run_id, log_doc, "decisions.json")
 
