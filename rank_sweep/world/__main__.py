@@ -8,6 +8,10 @@ import json
 import logging
 import sys
 
+from rank_sweep.runtime import configure_threads_env
+
+configure_threads_env()  # threads sized to the free cores; rare progress redraws in a log
+
 
 def main(argv: list[str] | None = None) -> int:
     from rank_sweep.world import PRESETS, ensure_world, world_dir, world_fingerprint
