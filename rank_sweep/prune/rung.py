@@ -277,7 +277,10 @@ def on_decision(ctx: Any, decision: Any, arms: Mapping[str, DictConfig], log_doc
             C.TAG_PRUNE_REASON: decision.arms[key].reason[:5000],
             C.TAG_SWEEP_ID: ctx.sweep_id,
         }
-        if client.get_run(run_id).data.tags.get(C.TAG_SWEEP_ID) != ctx.sweep_id and ctx.parent_run_id:
+        if (
+            client.get_run(run_id).data.tags.get(C.TAG_SWEEP_ID) != ctx.sweep_id
+            and ctx.parent_run_id
+        ):
             # its rung was trained by another sweep (records reused): copy it under this one
             copy_run(ctx.tracking_uri, run_id, ctx.parent_run_id, tags)
         else:

@@ -355,7 +355,8 @@ def train(
             prog.peak_mem_mb = max(prog.peak_mem_mb, memory.peak_mb())
             prog.mem_method = memory.method
             bar.update(1)
-            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_now:.2e}")
+            # refresh=False: the redraw follows mininterval (rare in a log file, see runtime.py)
+            bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_now:.2e}", refresh=False)
             if want_log and ctx.is_main and hooks.on_log is not None:
                 metrics = {C.TRAIN_LOSS: sum(prog.recent) / len(prog.recent), C.TRAIN_LR: lr_now}
                 if grad_norm is not None:

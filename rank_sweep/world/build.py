@@ -122,7 +122,7 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
         all_labels = np.concatenate([tr_base.labels, tr_target.labels])
 
         # 1. VAE on both domains
-        bar.set_postfix_str("VAE")
+        bar.set_postfix_str("VAE", refresh=False)
         t = time.perf_counter()
         vae = wvae.new_vae(r)
         vae_losses = wvae.train_vae(vae, all_videos, r, gen, progress=bar.update)
@@ -132,7 +132,7 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
         make_tiny(model_dir, seed=seed, vae=vae)
 
         # 2. detector on real clips and their reconstructions (same labels)
-        bar.set_postfix_str("detector")
+        bar.set_postfix_str("detector", refresh=False)
         t = time.perf_counter()
         recon = wvae.reconstruct(vae, all_videos)
         net = detector.TinyVideoNet(size=max(r.height, r.width), width=r.det_width)
@@ -149,7 +149,7 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
         timings["detector_s"] = time.perf_counter() - t
 
         # 3. base transformer on the base domain
-        bar.set_postfix_str("base transformer")
+        bar.set_postfix_str("base transformer", refresh=False)
         t = time.perf_counter()
         spec = WanSpec(path=model_dir, device=torch.device("cpu"), dtype=torch.float32, shift=3.0)
         clips = np.concatenate([windows(tr_base.videos, r.frames, gen) for _ in range(2)])
