@@ -146,7 +146,9 @@ def check_protocols(df: pd.DataFrame) -> list[str]:
         for field, col in zip(fields.get(ds, []), stamp_cols):
             if not compared_field(field):
                 continue
-            values = df.loc[stamped, col].fillna("<missing>").astype(str)
+            # Only runs that report this dataset's FVD/KID: a run pruned before the final
+            # tier has no final stamp, and its missing fields are not a mixed protocol.
+            values = df.loc[stamped & has_metric, col].fillna("<missing>").astype(str)
             if values.nunique() > 1:
                 groups = "; ".join(
                     f"{v} ({', '.join(run_label(df.loc[i]) for i in idx)})"
