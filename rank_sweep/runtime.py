@@ -100,6 +100,14 @@ _HARMLESS = (
 )
 
 
+# Our own INFO lines that repeat per job or per batch; their facts are in the stamp/MLflow.
+_CHATTY_IN_FILES = (
+    "rank_sweep.eval.generation",
+    "rank_sweep.eval.real_stats",
+    "rank_sweep.data.splits",
+)
+
+
 class _DropHarmless(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
@@ -142,8 +150,14 @@ def quiet_logging() -> None:
         try:
             module = __import__(f"{name}.utils.logging", fromlist=["set_verbosity_error"])
             module.set_verbosity_error()
+            if not is_terminal():  # "Loading weights" bars: one line per model load in a log
+                module.disable_progress_bar()
         except Exception:  # noqa: BLE001 - optional, never fatal
             pass
+    if not is_terminal():
+        # Per-batch and per-job bookkeeping lines (kept on a terminal, and in MLflow/stamps)
+        for name in _CHATTY_IN_FILES:
+            logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*torchvision.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
 
