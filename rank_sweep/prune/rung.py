@@ -97,7 +97,14 @@ def per_item_val_losses(
         sigma_quantiles,
         sigmas_to_timesteps,
     )
-    from rank_sweep.train.steps import _VAL_SEED, collate, mix_seed, to_device
+    from rank_sweep.train.steps import (
+        _VAL_SEED,
+        collate,
+        mix_seed,
+        restrict_sigmas,
+        sigma_range_of,
+        to_device,
+    )
 
     sig = shift_sigmas(
         sigma_quantiles(
@@ -107,7 +114,9 @@ def per_item_val_losses(
             float(cfg.logit_std),
         ),
         shift,
-    ).tolist()
+    )
+    # the trained expert's timestep range, as validation_loss keeps it (Wan2.2 A14B)
+    sig = restrict_sigmas(sig, *sigma_range_of(model)).tolist()
     n, q = len(val_set), len(sig)
     values = torch.zeros(n * q, dtype=torch.float64, device=device)
     was_training = model.training
