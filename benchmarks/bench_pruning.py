@@ -32,6 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+REFS = ("full", "base")
+# The demo's arms (experiments/experiment/demo.yaml) without its sweep params: target
+# domain data, alpha = 2 x rank; `--no-demo` runs the plain embedded default instead.
+DEMO = ["data.synth.domain=target", "data.synth.videos_per_class=24", "lora=ratio"]
 
 
 @dataclass
@@ -51,7 +55,8 @@ def run_sweep(work: Path, name: str, args: argparse.Namespace, *extra: str) -> S
         f"prune.rungs=[{','.join(str(r) for r in args.rungs)}]", "track.system_metrics=false",
         "track.log_artifacts=false", f"track.uri=sqlite:///{work}/mlflow-{name}.db",
         f"prune.storage=sqlite:///{work}/optuna.db", f"hydra.sweep.dir={work}/multirun/{name}",
-        f"state_dir={work}/jobs/{name}", f"sweep_name=bench-{name}", *args.override, *extra,
+        f"state_dir={work}/jobs/{name}", f"sweep_name=bench-{name}",
+        *(DEMO if args.demo else []), *args.override, *extra,
     ]  # fmt: skip
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -64,8 +69,9 @@ def run_sweep(work: Path, name: str, args: argparse.Namespace, *extra: str) -> S
 
 
 def trained_steps(doc: dict, budget: int) -> int:
-    """Steps each arm trained: the step of the rung that pruned it, else the budget."""
-    arms = [a for a in doc["arms"] if a != "full"]
+    """Steps each ranked arm trained: the step of the rung that pruned it, else the budget
+    (the references, full fine-tune and untrained base, are never ranked)."""
+    arms = [a for a in doc["arms"] if a not in doc.get("baselines", {}) and a not in REFS]
     pruned_at = {k: r["step"] for r in doc["rungs"] for k in r["pruned"]}
     return sum(pruned_at.get(a, budget) for a in arms)
 
@@ -87,6 +93,7 @@ def main() -> None:
         "--order-seed", type=int, default=None, help="seed for the order/launcher check"
     )
     ap.add_argument("--override", nargs="*", default=[], help="more overrides for every sweep")
+    ap.add_argument("--no-demo", dest="demo", action="store_false", help="not the demo's arms")
     ap.add_argument("--work", type=Path, default=None, help="keep everything here (default: temp)")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING", "false")

@@ -1,66 +1,39 @@
-"""Does fine-tuning measurably matter in the embedded world? Runs the demo's arms (the
-untrained base, LoRA ranks, full fine-tuning) through the project's own pieces (world,
-datasets, latent precompute, adapters, the one training loop, the evaluator's sampling and
-detector) without tracking or pruning, and prints the issue-11 checks:
+"""Does fine-tuning measurably matter in the embedded world? Runs the demo sweep through the
+real CLI (`python -m rank_sweep -m +experiment=demo`: world, jobs, sweeper, MLflow, the
+final tier) into a private store, reads it back with the report's own loader and paired
+bootstrap, and prints the issue-11 checks:
 
-1. every fine-tune has a lower final FVD than the untrained base, beyond the paired interval
-   (bootstrap of the FVD difference resampling the same real and generated clip indices);
-2. full and the best rank are separated from the worst rank beyond the paired interval;
-3. Spearman(final val loss, final FVD) over the ranks and full >= 0.7;
+1. on the demo sweep (pruned as `make demo` prunes): every completed fine-tune has a lower
+   final FVD than the untrained base ("base, no fine-tune") beyond the paired interval;
+2. without pruning (`prune=none`), per training seed: full fine-tuning and the best rank are
+   separated from the worst rank beyond the paired interval;
+3. Spearman(final validation loss, final FVD) over the ranks and full >= 0.7;
 4. over --seeds training seeds, the same rank (or one tied with it) wins >= 4/5;
-plus the world build time and the time of each arm.
+plus the world build time and each sweep's wall time.
 
-    python benchmarks/bench_world.py                       # demo scale (slow on 2 cores)
-    python benchmarks/bench_world.py --steps 60 --ranks 4,64 --seeds 1   # quick look
+Paired intervals are the report's (`report/paired.py`): one bootstrap of the real and the
+generated clip indices shared by all runs of a sweep, centred on the point difference.
+
+    python benchmarks/bench_world.py                     # demo sweep + 5 unpruned seeds
+    python benchmarks/bench_world.py --seeds 1 --steps 60   # a quick look
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-log = logging.getLogger("bench_world")
-
-
-def compose(overrides: list[str]):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from rank_sweep.config import register_configs
-    from rank_sweep.paths import CONF_DIR
-
-    os.environ.setdefault("RANK_SWEEP_ROOT", str(REPO))
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=overrides)
-
-
-def paired_diff_ci(real, fa, fb, n_boot: int, seed: int) -> tuple[float, float, float]:
-    """FVD(a) - FVD(b) and its 95% percentile interval, resampling the same real and the
-    same generated clip indices for both arms (clip i of every arm shares frame and noise)."""
-    from rank_sweep.eval.metrics import fvd_from_features as fvd
-
-    rng = np.random.default_rng(seed)
-    vals = np.empty(n_boot)
-    for b in range(n_boot):
-        ir = rng.integers(0, len(real), len(real))
-        jf = rng.integers(0, len(fa), len(fa))
-        vals[b] = fvd(real[ir], fa[jf]) - fvd(real[ir], fb[jf])
-    lo, hi = np.quantile(vals, [0.025, 0.975])
-    return fvd(real, fa) - fvd(real, fb), float(lo), float(hi)
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -68,148 +41,154 @@ def spearman(a: list[float], b: list[float]) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def run_seed(args, seed: int, ranks: list[int]) -> dict:
-    from rank_sweep.data import build_dataset
-    from rank_sweep.eval.evaluator import Evaluator
-    from rank_sweep.eval.metrics import fvd_from_features
-    from rank_sweep.model.adapters import apply_finetune
-    from rank_sweep.model.precompute import cache_key, precompute
-    from rank_sweep.model.spec import WanSpec, forward_batch
-    from rank_sweep.paths import cache_dir
-    from rank_sweep.train.loop import train
-
-    overrides = [
-        "+experiment=demo", "track=off", "prune=none", f"model.world={args.preset}",
-        f"train.seed={seed}", f"train.steps={args.steps}", "train.checkpoint_every=0",
-        f"eval.num_real={args.clips}", f"eval.num_fake={args.clips}",
+def run_sweep(tmp: Path, name: str, extra: list[str]) -> float:
+    """The demo sweep through the CLI into `tmp`'s own stores; returns its wall seconds."""
+    cmd = [
+        sys.executable, "-m", "rank_sweep", "-m", "+experiment=demo", f"sweep_name={name}",
+        f"track.uri=sqlite:///{tmp}/mlflow.db", f"prune.storage=sqlite:///{tmp}/optuna.db",
+        f"hydra.sweep.dir={tmp}/multirun/{name}", f"state_dir={tmp}/jobs", *extra,
     ]  # fmt: skip
-    cfg = compose(overrides)
-    d = cfg.data
-    size = dict(frames=int(d.frames), height=int(d.height), width=int(d.width))
-    train_set = build_dataset(d, d.train_split, train=True, seed=seed, **size)
-    val_set = build_dataset(d, d.eval_split, train=False, max_clips=cfg.train.val_clips, **size)
-    eval_frames = max(int(cfg.eval.sample_frames or d.frames), int(cfg.eval.frames))
-    eval_set = build_dataset(
-        d, d.eval_split, train=False, max_clips=args.clips, **dict(size, frames=eval_frames)
-    )
-    spec = WanSpec.from_config(cfg.model, device=torch.device("cpu"))
-    spec.load_encoders()
-    lat = cache_dir() / "latents"
-    train_pre = precompute(
-        spec, train_set, lat / cache_key(spec.path, train_set.fingerprint(), **size)
-    )
-    val_pre = precompute(spec, val_set, lat / cache_key(spec.path, val_set.fingerprint(), **size))
-    ev = Evaluator(cfg, spec, eval_set, torch.device("cpu"))
-    ev.prepare()
-    spec.free_encoders()
-    real = ev.real["video"]
-    det = ev.detectors["video"]
-    frames = int(cfg.eval.frames)
+    t0 = time.perf_counter()
+    with open(tmp / f"{name}.log", "w") as logf:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=logf, stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise SystemExit(f"sweep {name} failed (exit {proc.returncode}); log: {tmp}/{name}.log")
+    return time.perf_counter() - t0
 
-    arms: dict[str, dict] = {}
-    plan = [("base", None)] + [(f"lora r{r}", r) for r in ranks] + [("full", "full")]
-    for name, what in plan:
-        t0 = time.perf_counter()
-        tr = spec.load_transformer()
-        val_loss = None
-        if what is not None:
-            # the arm's own composed config: finetune group (lr) and rank, as a sweep job
-            arm = ["finetune=full"] if what == "full" else [f"lora.rank={what}"]
-            acfg = compose(overrides + arm)
-            apply_finetune(tr, str(acfg.finetune.method), acfg.lora)
-            lr = float(acfg.finetune.lr) * float(acfg.train.lr_scale)
-            with tempfile.TemporaryDirectory() as sd:
-                res = train(tr, train_pre, acfg.train, lr=lr, state_dir=Path(sd),
-                            forward_fn=forward_batch, shift=float(cfg.model.flow_shift),
-                            val_set=val_pre, eval_every=0)  # fmt: skip
-            val_loss = res.final_val_loss
-        clips = ev.generate(tr)
-        feats = det.features(clips[:, :frames])
-        arms[name] = {
-            "feats": feats, "val_loss": val_loss, "fvd": fvd_from_features(real, feats),
-            "seconds": time.perf_counter() - t0,
+
+def analyse(tmp: Path, name: str, boot: int) -> dict:
+    """The sweep's runs with the report's paired columns, plus worst-rank separation."""
+    from rank_sweep.eval.stats import BootstrapSpec, paired_delta, replicate_table
+    from rank_sweep.report import load_runs
+    from rank_sweep.report.paired import add_paired, download_features
+    from rank_sweep.report.table import arm_name
+
+    uri = f"sqlite:///{tmp}/mlflow.db"
+    df = load_runs(uri, sweep_id=_sweep_id(uri, name), borrow_baseline=False)
+    feats = download_features(uri, list(df["run_id"]))
+    df, _ = add_paired(df, feats, n_boot=boot)
+    ds = "synthetic"
+    col = f"fvd/{ds}"
+    done = df[(df["status"] == "completed") & df[col].notna()]
+    rows = {}
+    for _, r in done.iterrows():
+        rows[arm_name(r)] = {
+            "fvd": float(r[col]),
+            "val_loss": None if np.isnan(r["val_loss"]) else float(r["val_loss"]),
+            "vs_base": [float(r.get(f"pdelta_fvd_base{s}/{ds}", np.nan)) for s in ("", "_lo", "_hi")],
+            "tied_best": bool(r.get(f"tied_best_fvd/{ds}", False)),
+            "run_id": r["run_id"],
         }  # fmt: skip
-        log.info("seed %d %-8s FVD %.3f val %s (%.0f s)", seed, name, arms[name]["fvd"],
-                 val_loss, arms[name]["seconds"])  # fmt: skip
-    return {"real": real, "arms": arms}
+    tuned = [n for n in rows if not n.startswith("base")]
+    lora = [n for n in tuned if n.startswith("lora")]
+    out = {"rows": rows, "pruned": sorted(arm_name(r) for _, r in df.iterrows()
+                                          if r["status"] == "pruned")}  # fmt: skip
+    out["beat_base"] = all(rows[n]["vs_base"][2] < 0 for n in tuned)
+    if lora:
+        best = min(lora, key=lambda n: rows[n]["fvd"])
+        worst = max(lora, key=lambda n: rows[n]["fvd"])
+        # worst-rank separation: the same shared-resample bootstrap as the report's columns
+        ids = [rows[n]["run_id"] for n in tuned]
+        first = feats[ids[0]]
+        spec = BootstrapSpec(n_boot=boot, seed=0, level=0.95, ddof=0)
+        reps = replicate_table("fvd", first.real["video"],
+                               [feats[i].fake["video"] for i in ids], spec)  # fmt: skip
+        k_w = tuned.index(worst)
+        sep = {}
+        for n in {"full", best} - {worst}:
+            if n not in tuned:
+                continue
+            k = tuned.index(n)
+            ci = paired_delta(rows[n]["fvd"], rows[worst]["fvd"], reps[:, k], reps[:, k_w], 0.95)
+            sep[n] = [ci.point, ci.lo, ci.hi]
+        vals = [rows[n]["val_loss"] for n in tuned]
+        rho = (
+            spearman(vals, [rows[n]["fvd"] for n in tuned])
+            if None not in vals and len(tuned) > 2
+            else float("nan")
+        )
+        tied = sorted(n for n in lora if rows[n]["tied_best"])
+        out.update(best=best, worst=worst, sep=sep, rho=rho, tied=tied)
+    return out
+
+
+def _sweep_id(uri: str, name: str) -> str:
+    from mlflow.tracking import MlflowClient
+
+    from rank_sweep.track import contract as C
+
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name("rank_sweep")
+    runs = client.search_runs([exp.experiment_id], f"tags.`{C.TAG_ROLE}` = 'sweep'")
+    ids = [r.data.tags[C.TAG_SWEEP_ID] for r in runs if name in r.data.tags[C.TAG_SWEEP_ID]]
+    return ids[0]
+
+
+def show(title: str, res: dict, seconds: float) -> None:
+    print(f"\n== {title} ({seconds:.0f} s) ==")
+    print(f"{'run':22s} {'val loss':>9s} {'FVD':>8s}  FVD - base [paired 95% CI]")
+    for n, r in res["rows"].items():
+        vl = "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
+        d = r["vs_base"]
+        cell = "(reference)" if n.startswith("base") else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]"
+        print(f"{n:22s} {vl:>9s} {r['fvd']:8.2f}  {cell}")
+    if res["pruned"]:
+        print(f"pruned: {', '.join(res['pruned'])}")
+    print(f"every completed fine-tune beats the base beyond its paired CI: {res['beat_base']}")
+    for n, (d, lo, hi) in res.get("sep", {}).items():
+        print(f"{n} vs worst ({res['worst']}): {d:+.2f} [{lo:+.2f}, {hi:+.2f}] "
+              f"separated={hi < 0}")  # fmt: skip
+    if "rho" in res:
+        print(f"Spearman(val loss, FVD) over ranks+full: {res['rho']:.2f} (goal >= 0.7)")
+        print(f"best {res['best']}; tied with it: {res['tied']}")
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="demo")
-    p.add_argument("--steps", type=int, default=240)
-    p.add_argument("--ranks", default="4,8,16,32,64")
-    p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--clips", type=int, default=24)
+    p.add_argument("--seeds", type=int, default=5, help="unpruned sweeps, train.seed=0..N-1")
+    p.add_argument("--steps", type=int, default=None, help="train.steps (default: the demo's)")
     p.add_argument("--boot", type=int, default=200)
+    p.add_argument("--skip-pruned", action="store_true", help="only the unpruned seeds")
     p.add_argument("--json", type=Path, default=None, help="write the numbers here too")
+    p.add_argument("--keep", type=Path, default=None, help="stores here instead of a temp dir")
     args = p.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    os.environ.setdefault("RANK_SWEEP_ROOT", str(REPO))
     from rank_sweep.world import ensure_world
 
     t0 = time.perf_counter()
-    world = ensure_world(args.preset, 0)
-    build_s = time.perf_counter() - t0
+    world = ensure_world("demo", 0)
     info = world.info()
-    print(f"world {world.fingerprint} ({args.preset}): ready in {build_s:.1f} s "
-          f"(build itself {info['timings_s']['total_s']} s); metrics {info['metrics']}")  # fmt: skip
-    ranks = [int(r) for r in args.ranks.split(",")]
+    print(f"world {world.fingerprint}: ready in {time.perf_counter() - t0:.1f} s (build itself "
+          f"{info['timings_s']['total_s']} s); metrics {info['metrics']}")  # fmt: skip
+    extra = [f"train.steps={args.steps}"] if args.steps else []
     out: dict = {"world": info["fingerprint"], "build_s": info["timings_s"], "seeds": []}
+    tmp = args.keep or Path(tempfile.mkdtemp(prefix="bench_world-"))
+    tmp.mkdir(parents=True, exist_ok=True)
+    if not args.skip_pruned:
+        s = run_sweep(tmp, "pruned", extra)
+        res = analyse(tmp, "pruned", args.boot)
+        show("demo sweep, pruned (prune=sha), seed 0", res, s)
+        out["pruned"] = {**res, "seconds": s}
     winners = []
     for seed in range(args.seeds):
-        t = time.perf_counter()
-        res = run_seed(args, seed, ranks)
-        real, arms = res["real"], res["arms"]
-        base = arms["base"]["feats"]
-        print(f"\n== seed {seed} ({time.perf_counter() - t:.0f} s) ==")
-        print(f"{'arm':10s} {'val loss':>9s} {'FVD':>8s}  FVD - base [95% paired CI]")
-        rows = {}
-        for name, a in arms.items():
-            diff = (
-                paired_diff_ci(real, a["feats"], base, args.boot, seed) if name != "base" else None
-            )
-            rows[name] = {"fvd": a["fvd"], "val_loss": a["val_loss"], "vs_base": diff,
-                          "seconds": round(a["seconds"], 1)}  # fmt: skip
-            vl = f"{a['val_loss']:.4f}" if a["val_loss"] is not None else "-"
-            ds = (
-                f"{diff[0]:+.3f} [{diff[1]:+.3f}, {diff[2]:+.3f}]"
-                if diff
-                else "(base, no fine-tune)"
-            )
-            print(f"{name:10s} {vl:>9s} {a['fvd']:8.3f}  {ds}")
-        tuned = [n for n in arms if n != "base"]
-        beat = all(rows[n]["vs_base"][2] < 0 for n in tuned)
-        lora = [n for n in tuned if n != "full"]
-        best = min(lora, key=lambda n: arms[n]["fvd"])
-        worst = max(lora, key=lambda n: arms[n]["fvd"])
-        sep = {
-            n: paired_diff_ci(real, arms[n]["feats"], arms[worst]["feats"], args.boot, seed)
-            for n in ("full", best) if n != worst
-        }  # fmt: skip
-        rho = spearman([arms[n]["val_loss"] for n in tuned], [arms[n]["fvd"] for n in tuned])
-        tied = [n for n in lora if n == best or paired_diff_ci(
-            real, arms[n]["feats"], arms[best]["feats"], args.boot, seed)[1] <= 0]  # fmt: skip
-        winners.append((best, tied))
-        print(f"every fine-tune beats the base beyond its paired CI: {beat}")
-        for n, (dv, lo, hi) in sep.items():
-            print(f"{n} vs worst ({worst}): {dv:+.3f} [{lo:+.3f}, {hi:+.3f}] separated={hi < 0}")
-        print(f"Spearman(val loss, FVD) over ranks+full: {rho:.2f}")
-        print(f"winner {best}; tied with it: {tied}")
-        out["seeds"].append({"seed": seed, "rows": rows, "beat_base": beat, "rho": rho,
-                             "best": best, "worst": worst, "tied": tied,
-                             "sep": {k: list(v) for k, v in sep.items()}})  # fmt: skip
+        name = f"grid-s{seed}"
+        s = run_sweep(tmp, name, [*extra, "prune=none", f"train.seed={seed}"])
+        res = analyse(tmp, name, args.boot)
+        show(f"seed {seed}, no pruning", res, s)
+        winners.append((res["best"], res["tied"]))
+        out["seeds"].append({"seed": seed, **res, "seconds": s})
     if winners:
-        from collections import Counter
-
         modal = Counter(w for w, _ in winners).most_common(1)[0][0]
         agree = sum(1 for w, tied in winners if w == modal or modal in tied)
-        print(
-            f"\nwinner agreement over {len(winners)} seeds: {modal} (or tied) wins {agree}/{len(winners)}"
-        )
-        out["winner"], out["agreement"] = modal, f"{agree}/{len(winners)}"
+        seps = sum(all(v[2] < 0 for v in r["sep"].values()) for r in out["seeds"])
+        rhos = [round(r["rho"], 2) for r in out["seeds"]]
+        print(f"\nover {len(winners)} seeds: {modal} (or tied) wins {agree}/{len(winners)}; "
+              f"full and best separated from the worst on {seps}/{len(winners)} seeds; "
+              f"Spearman {rhos}")  # fmt: skip
+        out.update(winner=modal, agreement=f"{agree}/{len(winners)}", separated=seps, rhos=rhos)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    print(f"stores and logs: {tmp}")
     return 0
 
 

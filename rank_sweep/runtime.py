@@ -14,6 +14,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,29 @@ def configure_threads_env() -> ThreadPlan:
     for key in _THREAD_ENV:
         os.environ.setdefault(key, str(plan.threads))
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if not _has_accelerator_device():
+        # DeepSpeed (imported by diffusers/accelerate) warns once per process that it
+        # "could not detect" a GPU on a machine that has none; naming CPU skips the guess.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if not is_terminal():
         # In a log file a progress bar is one line per redraw: redraw rarely instead.
         os.environ.setdefault("TQDM_MININTERVAL", "60")
         os.environ.setdefault("TQDM_MAXINTERVAL", "120")
     return plan
+
+
+def _has_accelerator_device() -> bool:
+    """A GPU device node (NVIDIA, or AMD's /dev/kfd) exists; checked without importing torch."""
+    dev = Path("/dev")
+    return (dev / "kfd").exists() or any(dev.glob("nvidia[0-9]*"))
+
+
+def progress_kwargs() -> dict[str, float]:
+    """tqdm redraw intervals for a bar made here. tqdm reads TQDM_* once, when it is first
+    imported: a module that imported it before `configure_threads_env` ran passes these."""
+    if is_terminal():
+        return {}
+    return {"mininterval": 60.0, "maxinterval": 120.0}
 
 
 def apply_threads(plan: ThreadPlan) -> None:

@@ -67,3 +67,13 @@ def test_identity_of_a_job_does_not_depend_on_where_it_runs(cfg, cfg_global, tmp
     assert here == shared and cfg.track.uri.startswith(f"sqlite:///{tmp_path}")
     assert here.state_dir(cfg) == tmp_path / "jobs" / f"lora-r8-{here.fingerprint}"
     assert cfg_global.output_dir is None  # the shared config is never changed by a test
+
+
+def test_untrained_base_is_one_job_named_base(compose) -> None:
+    """finetune=none: LoRA knobs are moot (one base per sweep), the label says base."""
+    a = JobIdentity.from_config(compose(["finetune=none", "lora.rank=4"]))
+    b = JobIdentity.from_config(compose(["finetune=none", "lora.rank=64", "lora=rslora"]))
+    full = JobIdentity.from_config(compose(["finetune=full"]))
+    assert a == b and a.is_base and not a.is_lora and a.rank is None
+    assert a.label == "base" and a.fingerprint != full.fingerprint
+    assert a.describe() == "base, no fine-tune" and a.weights_dir == ""

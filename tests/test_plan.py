@@ -220,3 +220,17 @@ def test_eval_tier_nodes_and_sharding_are_read(compose, monkeypatch) -> None:
     sharded = plan_job(cfg, resolve_gpu("h100"))
     assert sharded.final_gpu_hours == pytest.approx(unsharded.final_gpu_hours / 2)
     assert sharded.tiers[1].wall_h_per_run == pytest.approx(unsharded.tiers[1].wall_h_per_run / 2)
+
+
+def test_the_untrained_base_costs_one_final_eval(compose) -> None:
+    """finetune=none trains nothing and runs no periodic tier: its cost is the final tier."""
+    from rank_sweep.plan.job import plan_job
+
+    gpu = resolve_gpu("h100")
+    base = plan_job(compose(["+experiment=ucf101_rank_sweep_14b", "finetune=none"]), gpu)
+    lora = plan_job(compose(["+experiment=ucf101_rank_sweep_14b", "lora.rank=16"]), gpu)
+    assert base.label == "base" and base.trainable_params == 0
+    assert base.train_gpu_hours == 0 and base.val_gpu_hours == 0
+    assert [t.name for t in base.tiers] == ["final"]
+    assert base.gpu_hours == pytest.approx(lora.final_gpu_hours)
+    assert base.peak_mem_gb <= lora.peak_mem_gb and not base.refusals

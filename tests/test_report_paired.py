@@ -99,3 +99,60 @@ def test_mixed_protocol_check_covers_the_new_stamp_fields() -> None:
                            {**base, "rank": 8, f"protocol.x.{field}": "2"}])  # fmt: skip
         warnings = check_protocols(df)
         assert any(field in w and "mixed protocol" in w for w in warnings), field
+
+
+def test_untrained_base_is_a_reference_row_never_the_best() -> None:
+    """finetune=none: paired deltas of every run against it, excluded from "best" even when
+    its FVD is the lowest, and named the same way in every section."""
+    from rank_sweep.report.paired import add_paired, paired_display
+    from rank_sweep.report.table import arm_name, order_rows
+
+    rng = np.random.default_rng(1)
+    n = 150
+    real = {"video": rng.normal(size=(n, 8)), "frame": rng.normal(size=(n, 4))}
+    z = {k: rng.normal(size=v.shape) for k, v in real.items()}
+    shift = {"none": 2.0, "full": 0.2, 4: 0.8, 16: 0.25}
+    rows, feats = [], {}
+    for i, (key, s) in enumerate(shift.items()):
+        method = key if isinstance(key, str) else "lora"
+        rank = key if isinstance(key, int) else np.nan
+        fake = {k: z[k] + 0.3 * rng.normal(size=z[k].shape) for k in z}
+        for k in fake:
+            fake[k][:, 0] += s
+        sc = score(real, fake, metrics=["fvd", "kid"], kid_subsets=5, kid_subset_size=50,
+                   seed=0, bootstrap=0)  # fmt: skip
+        rid = f"run{i}"
+        feats[rid] = RunFeatures(real, fake, {"eval.dataset": "ucf101", "eval.cov_ddof": "0"})
+        rows.append({"run_id": rid, "run_name": rid, "method": method, "rank": rank,
+                     "seed": 0, "status": "completed",
+                     "fvd/ucf101": sc["fvd"], "kid/ucf101": sc["kid"]})  # fmt: skip
+    df = pd.DataFrame(rows)
+    df["rank"] = df["rank"].astype("Int64")
+    df = order_rows(df)
+    assert [arm_name(r) for _, r in df.iterrows()] == [
+        "base, no fine-tune",
+        "full",
+        "lora r=4",
+        "lora r=16",
+    ]
+    out, _ = add_paired(df, feats, n_boot=100)
+    base = out[out["method"] == "none"].iloc[0]
+    assert base["pdelta_fvd_base/ucf101"] == 0.0
+    for _, r in out[out["method"] != "none"].iterrows():  # every fine-tune beats the base
+        assert r["pdelta_fvd_base_hi/ucf101"] < 0, r["run_name"]
+        assert r["pdelta_fvd_base_lo/ucf101"] <= r["pdelta_fvd_base/ucf101"]
+    assert not bool(base["tied_best_fvd/ucf101"])
+    line = recommendation(out, "ucf101")
+    assert "better than the untrained base" in line and "best FVD" in line
+    headers, cells, _ = paired_display(out)
+    assert "ΔFVD vs base ucf101 [95% CI]" in headers
+    assert cells[0][0].startswith("base, no fine-tune")
+
+    # a base that beats every fine-tune is still not "the best": it is reported as such
+    flipped = out.copy()
+    flipped.loc[flipped["method"] == "none", "fvd/ucf101"] = 0.0
+    feats2 = dict(feats)
+    feats2[base["run_id"]] = RunFeatures(real, z, feats[base["run_id"]].stamp)
+    again, _ = add_paired(flipped, feats2, n_boot=100)
+    best = again.loc[again["pdelta_fvd_best/ucf101"] == 0.0, "method"].tolist()
+    assert best and "none" not in best

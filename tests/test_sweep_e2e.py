@@ -92,6 +92,26 @@ def test_single_run_trains_and_writes_summary(stores, tmp_path: Path) -> None:
     assert len(summary["evals"]) == 2
 
 
+def test_sweep_ranks_a_run_that_finished_under_another_state_dir(tmp_path: Path) -> None:
+    """A single run finished elsewhere (another state root) is reused by a sweep: the sweep
+    gets its final rung record from the run's artifacts, carries it past the rungs it has
+    no record for (its compute is spent) and ranks it at the end; nothing fails."""
+    st = {"dir": str(tmp_path), "mlflow": f"sqlite:///{tmp_path}/mlflow.db",
+          "optuna": f"sqlite:///{tmp_path}/optuna.db"}  # fmt: skip
+    cli(st, "lora.rank=4", f"state_dir={tmp_path}/single-jobs", "sweep_name=alone",
+        f"output_dir={tmp_path}/alone")  # fmt: skip
+    proc = cli(st, "-m", "sweep_name=reuse", "lora.rank=4,8", f"state_dir={tmp_path}/sweep-jobs")
+    out = proc.stdout + proc.stderr
+    assert "reusing finished run" in out and "treated as failed" not in out
+    doc = json.loads((tmp_path / "multirun" / "reuse" / "decisions.json").read_text())
+    assert set(doc["final"]["arms"]) == {"lora-r4", "lora-r8"}
+    assert all("lora-r4" not in r["pruned"] for r in doc["rungs"])
+    records = list((tmp_path / "sweep-jobs").glob("lora-r4-*/rungs/step*.json"))
+    assert [p.name for p in records] == ["step00000004.json"]  # restored, not retrained
+    study = optuna.load_study(study_name=doc["sweep_id"], storage=st["optuna"])
+    assert {t.user_attrs["arm"]: t.state.name for t in study.trials}["lora-r4"] == "COMPLETE"
+
+
 def test_sweep_basic_parent_children_and_trials(stores) -> None:
     cli(stores, "-m", "sweep_name=basic", "lora.rank=4,8")
     parent, children = runs_of(stores, "basic")
@@ -303,33 +323,50 @@ def test_report_on_the_real_sweep_matches_mlflow(stores, aggressive, tmp_path: P
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_demo_sweep_holds_what_make_demo_promises(stores) -> None:
-    """`make demo` at test size: one parent, 5 ranks + full as children, each with fvd/kid
-    at >= 2 eval steps and a status tag, and Optuna trial states matching those tags."""
+def test_demo_sweep_holds_what_make_demo_promises(stores, tmp_path: Path) -> None:
+    """`make demo` at test size: one parent, 5 ranks + full + the untrained base as
+    children, each with fvd/kid and a status tag, Optuna trial states matching those tags,
+    and a report whose first row is the base, with paired deltas against it."""
     # test-size rungs at steps 2 and 4 (evals at 2 and 4): a pruned rank has its rung eval
     cli(stores, "-m", "+experiment=demo", "sweep_name=demo_check", "prune.rungs=[0.5,1.0]")
     parent, children = runs_of(stores, "demo_check")
-    assert sorted(r.data.tags[C.TAG_LORA_RANK] or "full" for r in children) == sorted(
-        ["4", "8", "16", "32", "64", "full"]
-    )
+    names = sorted(r.data.tags[C.TAG_LORA_RANK] or r.data.tags[C.TAG_METHOD] for r in children)
+    assert names == sorted(["4", "8", "16", "32", "64", "full", "none"])
     client = MlflowClient(stores["mlflow"])
     for run in children:
+        tags = run.data.tags
+        if tags[C.TAG_METHOD] == C.METHOD_NONE:  # scored once at step 0, nothing trained
+            assert tags[C.TAG_STATUS] == "completed" and run.info.run_name == "base"
+            assert {"fvd/synthetic", "kid/synthetic", C.VAL_LOSS} <= set(run.data.metrics)
+            assert run.data.metrics[C.TRAIN_STEPS_DONE] == 0
+            assert run.data.metrics[C.TRAINABLE_PARAMS] == 0
+            assert not any(k.startswith("lora.") for k in run.data.params)
+            continue
         # Periodic tier (validation slice) at every eval; final tier once, completed runs only.
-        if run.data.tags[C.TAG_STATUS] == "completed":
+        if tags[C.TAG_STATUS] == "completed":
             hist = client.get_metric_history(run.info.run_id, "val_fvd/synthetic")
             assert len(hist) >= 2, run.info.run_name
             assert {"fvd/synthetic", "kid/synthetic"} <= set(run.data.metrics)
-        assert run.data.tags[C.TAG_STATUS] in ("completed", "pruned")
-        assert run.data.tags[C.TAG_DETECTOR_PRETRAINED] == "false"
+        assert tags[C.TAG_STATUS] in ("completed", "pruned")
+        assert tags[C.TAG_DETECTOR_PRETRAINED] == "false"
     study = optuna.load_study(study_name=parent.data.tags[C.TAG_SWEEP_ID], storage=stores["optuna"])
-    by_rank = {t.params["lora_rank"]: t.state.name for t in study.trials}
+    by_arm = {(t.params["method"], t.params["lora_rank"]): t.state.name for t in study.trials}
     for run in children:
-        rank = int(run.data.tags[C.TAG_LORA_RANK] or 0)
+        arm = (run.data.tags[C.TAG_METHOD], int(run.data.tags[C.TAG_LORA_RANK] or 0))
         assert (
-            by_rank[rank]
+            by_arm[arm]
             == {"completed": "COMPLETE", "pruned": "PRUNED"}[run.data.tags[C.TAG_STATUS]]
         )
-    assert len(study.trials) == 6
+    assert len(study.trials) == 7
+
+    from rank_sweep.report import build_report, load_runs
+
+    df = load_runs(stores["mlflow"], sweep_id=parent.data.tags[C.TAG_SWEEP_ID])
+    paths = build_report(df, tmp_path / "report")
+    md = paths.markdown.read_text()
+    table = md[md.index("| method") :]
+    assert table.splitlines()[2].startswith("| base, no fine-tune")  # first row
+    assert "ΔFVD vs base synthetic" in md
 
 
 def test_fsdp_job_spawns_two_workers_and_saves_once(stores, tmp_path: Path) -> None:

@@ -5,11 +5,6 @@ the experiment-kind tag is what MLflow 3 reads for that)."""
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -20,12 +15,6 @@ from rank_sweep.track.store import EXPERIMENT_TAGS, ensure_store
 from rank_sweep.track.tracker import Tracker
 
 EXP = "rank_sweep"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> dict:
@@ -57,29 +46,10 @@ def sweep_store(tmp_path: Path) -> tuple[str, str, list[str]]:
 
 @pytest.mark.slow
 def test_mlflow_ui_lists_child_runs_over_rest(sweep_store, tmp_path: Path) -> None:
-    mlflow = shutil.which("mlflow", path=str(Path(sys.executable).parent))
-    if mlflow is None:
-        pytest.fail("the mlflow CLI is not installed beside this python")
+    from rank_sweep.utils.browser import chromium, experiment_url, headless, mlflow_ui, screenshot
+
     uri, pid, kids = sweep_store
-    port = _free_port()
-    proc = subprocess.Popen(
-        [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.time() + 240  # a loaded 2-core machine starts it slowly
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise AssertionError(
-                        f"mlflow ui did not start: {proc.stderr.read()[-2000:]}"
-                    ) from None
-                time.sleep(0.5)
+    with mlflow_ui(uri, tmp_path) as base:
         exp = json.loads(
             urllib.request.urlopen(
                 f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name={EXP}", timeout=10
@@ -98,9 +68,11 @@ def test_mlflow_ui_lists_child_runs_over_rest(sweep_store, tmp_path: Path) -> No
         assert statuses == {"FINISHED"}  # the pruned one reads as finished, not KILLED
         with urllib.request.urlopen(f"{base}/", timeout=10) as page:
             assert page.status == 200 and b"<html" in page.read(2000).lower()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        if chromium() is None:
+            pytest.skip("Chromium + chromedriver not installed: no landing-page screenshot")
+        pytest.importorskip("selenium")
+        shot = tmp_path / "landing.png"
+        with headless(1280) as driver:  # the page a user lands on, rendered
+            assert screenshot(driver, experiment_url(base, exp["experiment_id"]), shot,
+                              ["sweep-x"]), driver.page_source[-3000:]  # fmt: skip
+        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -236,6 +236,11 @@ class _Halving:
 
         return read_record(self.proto.record_path(arm.cfg, step))
 
+    def _finished(self, arm: Arm) -> bool:
+        """The arm has its final record: it completed its budget (here or in a reused run)."""
+        rec = self._record(arm, self.proto.budget(arm.cfg))
+        return rec is not None and rec.final
+
     def _budget(self, ranked: list[Arm]) -> int:
         budgets = {self.proto.budget(a.cfg) for a in ranked}
         if len(budgets) > 1:
@@ -268,9 +273,13 @@ class _Halving:
             if len(alive) <= 1 and not last:
                 continue  # nothing left to rank: straight to the full budget
             # An arm with its record at this rung is not relaunched (a rerun trains nothing),
-            # except at the end: a finished job launched again returns at once, reusing its
-            # run, and so appears in this sweep's tracking as well.
-            todo = [a for a in alive if last or self._record(a, step) is None]
+            # nor is one that already finished its budget (a reused run), except at the end:
+            # a finished job launched again returns at once, reusing its run, and so appears
+            # in this sweep's tracking as well.
+            todo = [
+                a for a in alive
+                if last or (self._record(a, step) is None and not self._finished(a))
+            ]  # fmt: skip
             batch = [a.overrides + ([] if last else [self.proto.stop_override(step)]) for a in todo]
             batch += [b.overrides for b in pending]
             pending = []
@@ -281,16 +290,25 @@ class _Halving:
             else:
                 log.info("rung %d (step %d): every arm has its record; nothing to train", k, step)
             records = {a.key: self._record(a, step) for a in alive}
-            for a in [a for a in alive if records[a.key] is None]:
+            # A run reused from elsewhere (another sweep or a single run) has its final record
+            # only: its compute is spent, so it is not ranked before the end, it goes on.
+            carried = [a for a in alive if records[a.key] is None and self._finished(a)]
+            for a in carried:
+                log.info("arm %s finished its budget in a reused run: no record at step %d, "
+                         "not ranked before the final rung", a.key, step)  # fmt: skip
+            for a in [a for a in alive if records[a.key] is None and a not in carried]:
                 log.error(
                     "arm %s wrote no record at step %d: treated as failed (the job failed, or "
-                    "it reused a finished run whose state dir is elsewhere)", a.key, step,
+                    "it reused a finished run that logged no rung record)", a.key, step,
                 )  # fmt: skip
                 if self.trials is not None:
                     self.trials.fail(a.trial, f"no rung record at step {step}")
             alive = [a for a in alive if records[a.key] is not None]
             if not alive:
-                break
+                alive = carried
+                if not carried:
+                    break
+                continue
             metrics = {a.key: records[a.key].values(s.rung_metric) for a in alive}
             if self.trials is not None:
                 for a in alive:
@@ -322,7 +340,7 @@ class _Halving:
                     self.trials.prune(arm.trial, d.arms[key].reason)
             self.log.write(self.sweep_dir)
             self.proto.on_decision(self.ctx, d, cfgs, self.log.doc())
-            alive = [a for a in alive if a.key in d.kept]
+            alive = [a for a in alive if a.key in d.kept] + carried
         for b in baselines:
             rec = self._record(b, self.proto.budget(b.cfg))
             if rec is None:

@@ -39,7 +39,7 @@ class ModelConfig:
 
 @dataclass
 class FinetuneConfig:
-    method: str = "lora"  # lora | full: same loop, optimizer and schedule for both
+    method: str = "lora"  # lora | full: same loop, optimizer and schedule; none: the untrained base
     lr: float = 3e-5  # peak AdamW lr; full fine-tuning usually wants less than LoRA
     save_dtype: str = "bfloat16"  # dtype of the saved LoRA files: bfloat16 | float32
 

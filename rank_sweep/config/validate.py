@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from rank_sweep.data.layouts import LAYOUTS
 from rank_sweep.eval.scoring import KNOWN_METRICS
-from rank_sweep.model.adapters import ALPHA_MODES, METHODS
+from rank_sweep.model.adapters import ALPHA_MODES, BASE_METHOD, METHODS
 from rank_sweep.model.spec import MODEL_DTYPES
 from rank_sweep.prune.study import PRUNERS
 from rank_sweep.train.dist import BACKENDS, COMM_BACKENDS, ZERO_STAGES
@@ -62,7 +62,7 @@ def validate(cfg: DictConfig) -> None:
         raise _bad("lora.target_modules", [], "a non-empty list of block Linear names")
     _choice(cfg, "lora.alpha_mode", ALPHA_MODES)
     _choice(cfg, "finetune.method", METHODS)
-    if not cfg.finetune.lr > 0:
+    if cfg.finetune.method != BASE_METHOD and not cfg.finetune.lr > 0:
         raise _bad("finetune.lr", cfg.finetune.lr, "a number > 0")
     _choice(cfg, "model.dtype", MODEL_DTYPES)
     _choice(cfg, "model.arch", ("wan2.1_i2v", "wan2.2_i2v_a14b", "wan2.2_ti2v_5b"))

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from rank_sweep.model.adapters import BASE_METHOD
 from rank_sweep.paths import state_root
 from rank_sweep.track import contract as C
 from rank_sweep.utils.keys import content_key
@@ -31,6 +32,7 @@ _IGNORED_TOP = (
     "plan",
 )
 FINGERPRINT_LEN = 16
+BASE_LABEL = "base"  # run name / state dir of finetune=none
 # Keys that change neither what is trained nor what is measured (disk policy, trust).
 _IGNORED_NESTED = (("train", "keep_checkpoints"), ("eval", "trust_torchscript"))
 
@@ -45,7 +47,9 @@ def effective_config(cfg: DictConfig) -> dict[str, Any]:
     data.get("train", {}).pop("stop_at", None)  # pausing is not a different run
     for group, key in _IGNORED_NESTED:
         data.get(group, {}).pop(key, None)
-    if data["finetune"]["method"] == "full":
+    if data["finetune"]["method"] == BASE_METHOD:  # nothing trained: LoRA knobs are moot
+        data.pop("lora", None)
+    elif data["finetune"]["method"] == "full":
         experts = data.pop("lora", {}).get("experts", "both")
         if experts != "both":  # full fine-tuning of one Wan2.2 expert is its own job
             data["finetune"]["experts"] = experts
@@ -58,13 +62,13 @@ def fingerprint(cfg: DictConfig) -> str:
 
 @dataclass(frozen=True)
 class JobIdentity:
-    method: str  # lora | full
+    method: str  # lora | full | none (the untrained base)
     rank: int | None  # None for full fine-tuning
     alpha: float | None  # the lora_alpha peft receives (alpha_mode applied)
     alpha_mode: str | None  # fixed | ratio | rslora
     use_rslora: bool
     scale: float | None  # the update scale peft applies
-    label: str  # `lora-r8` | `full`: run names, state dirs, log lines
+    label: str  # `lora-r8` | `full` | `base`: run names, state dirs, log lines
     fingerprint: str
 
     @classmethod
@@ -72,7 +76,8 @@ class JobIdentity:
         method = str(cfg.finetune.method)
         fp = fingerprint(cfg)
         if method != "lora":
-            return cls(method, None, None, None, False, None, method, fp)
+            label = BASE_LABEL if method == BASE_METHOD else method
+            return cls(method, None, None, None, False, None, label, fp)
         from rank_sweep.model.adapters import effective_scale, lora_alpha_for  # peft's rule
 
         rank = int(cfg.lora.rank)
@@ -88,12 +93,19 @@ class JobIdentity:
         return self.method == "lora"
 
     @property
+    def is_base(self) -> bool:
+        """The untrained base (finetune=none): scored, never trained."""
+        return self.method == BASE_METHOD
+
+    @property
     def weights_dir(self) -> str:
         """Folder of the trained weights in the run dir and among the run's artifacts."""
         return C.weights_dir(self.method)
 
     def describe(self) -> str:
         """`lora rank=8 alpha=16 (ratio, scale 2)` or `full`, for plan and log lines."""
+        if self.is_base:
+            return "base, no fine-tune"
         if not self.is_lora:
             return self.method
         return f"lora rank={self.rank} alpha={self.alpha:g} ({self.alpha_mode}, scale {self.scale:.3g})"

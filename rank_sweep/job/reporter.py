@@ -220,5 +220,22 @@ class Reporter:
                 "metrics": dict(self.reused.metrics),
             }
         summary["reused_from"] = source
-        summary["weights"] = f"{artifact_uri(uri, source)}/{self.identity.weights_dir}"
+        weights = self.identity.weights_dir
+        summary["weights"] = f"{artifact_uri(uri, source)}/{weights}" if weights else None
         return summary
+
+    def restore_rung_record(self, path: Path) -> bool:
+        """Copy the reused run's final rung record into this job's state dir (a sweep
+        ranks arms by it; the run may have trained under another state root). True when
+        the record is in place afterwards."""
+        from rank_sweep.track.runs import read_artifact_text
+
+        if path.exists():
+            return True
+        text = read_artifact_text(
+            self.tracking_uri(), self.reused_source(), f"{C.RUNGS_ARTIFACT_DIR}/{path.name}"
+        )
+        if not text:
+            return False
+        write_text_atomic(path, text)
+        return True

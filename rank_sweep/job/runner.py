@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
         reporter.open(params)
         if any_rank(reporter.reused is not None, dist_ctx):  # rank 0 looked it up; all follow
             if is_main:
-                return _publish_reused(reporter, out_dir)
+                return _publish_reused(cfg, reporter, out_dir, sdir)
             return JobOutcome("reused", None, {})
         job = JobRunner(cfg, identity, out_dir, sdir, reporter, dist_ctx, device)
         job.setup()
@@ -73,9 +74,14 @@ def run(cfg: DictConfig, out_dir: Path, sweep: Any = None, dist_ctx: Any = None)
         release(lock)
 
 
-def _publish_reused(reporter: Reporter, out_dir: Path) -> JobOutcome:
+def _publish_reused(cfg: DictConfig, reporter: Reporter, out_dir: Path, sdir: Path) -> JobOutcome:
     """The run dir of a reused job still gets its summary.json (the reused run's, with
-    `reused_from` and where its weights are), so a user can follow it."""
+    `reused_from` and where its weights are), so a user can follow it; the state dir gets
+    the run's final rung record, so a sweep ranks the reused arm like any other."""
+    from rank_sweep.prune.rung import budget, record_file
+
+    if not reporter.restore_rung_record(record_file(sdir, budget(cfg))):
+        log.warning("reused run %s has no final rung record", reporter.reused_source())
     summary = reporter.reused_summary()
     write_text_atomic(Path(out_dir) / C.SUMMARY_FILE, json.dumps(summary, indent=2, default=str))
     log.info(
@@ -235,7 +241,12 @@ class JobRunner:
             log.warning("skipped %d unreadable clips (see data check for reasons)", self.skipped)
         self.spec = WanSpec.from_config(self.cfg.model, device=self.device)
         self.spec.load_encoders()
-        self.train_pre = precompute_cached(self.spec, train_set, desc="train latents", **size)
+        # the untrained base is only scored: no training latents to encode
+        self.train_pre = (
+            None
+            if self.identity.is_base
+            else precompute_cached(self.spec, train_set, desc="train latents", **size)
+        )
         self.val_pre = precompute_cached(self.spec, val_set, desc="val latents", **size)
 
     def _setup_eval(self) -> None:
@@ -273,7 +284,7 @@ class JobRunner:
         )
         self.transformer = transformer.to(self.device)
         self.model = self.transformer
-        if self.distributed:
+        if self.distributed and not self.identity.is_base:  # nothing to shard gradients of
             from rank_sweep.train.dist import wrap_model
 
             self.model = wrap_model(transformer, self.cfg.dist, self.dist_ctx, self.cfg.train)
@@ -283,6 +294,8 @@ class JobRunner:
         from rank_sweep.model.spec import forward_batch
         from rank_sweep.train.loop import TrainHooks, train
 
+        if self.identity.is_base:
+            return self._score_base()
         cfg, rec = self.cfg, self.recorder
         hooks = TrainHooks(
             on_log=self.reporter.log_metrics,
@@ -331,9 +344,12 @@ class JobRunner:
         if not result.stopped_early:  # rung record (paired per-item val loss) for the sweeper
             from rank_sweep.prune.rung import record_rung
 
-            record_rung(cfg, self.state_dir, self.model, self.val_pre, result.steps_done,
-                        rec.history, final=not result.paused, forward_fn=forward_batch,
-                        shift=shift, dist_ctx=self.dist_ctx)  # fmt: skip
+            record = record_rung(cfg, self.state_dir, self.model, self.val_pre,
+                                 result.steps_done, rec.history, final=not result.paused,
+                                 forward_fn=forward_batch, shift=shift,
+                                 dist_ctx=self.dist_ctx)  # fmt: skip
+            if not result.paused:  # travels with the run: a sweep reusing it ranks it too
+                self.reporter.log_artifact(record, C.RUNGS_ARTIFACT_DIR)
         if result.paused:  # the sweeper decides; a survivor is relaunched and resumes
             self.reporter.finish(C.PAUSED, None)
             log.info(
@@ -370,6 +386,53 @@ class JobRunner:
         self._save(result, summary)
         log.info("job %s at step %d: %s=%s", status, result.steps_done, rec.key, rec.objective)
         return JobOutcome(status, rec.objective, summary)
+
+    def _score_base(self) -> JobOutcome:
+        """finetune=none: nothing is trained. The final tier scores the base weights at step
+        0 with the same clips, noise and detector as every fine-tune (the report's "base, no
+        fine-tune" row), and its rung record holds the per-item validation loss on the same
+        items, noise and sigmas as the arms' records."""
+        from rank_sweep.model.spec import forward_batch
+        from rank_sweep.prune.rung import read_record, record_rung
+
+        cfg, rec = self.cfg, self.recorder
+        t0 = time.time()
+        rec(0, None, final_override=True)
+        shift = float(cfg.train.shift or cfg.model.flow_shift)
+        path = record_rung(cfg, self.state_dir, self.model, self.val_pre, 0, rec.history,
+                           final=True, forward_fn=forward_batch, shift=shift,
+                           dist_ctx=self.dist_ctx)  # fmt: skip
+        if not self.reporter.enabled:
+            return JobOutcome(C.COMPLETED, rec.objective, {})
+        items = read_record(path).values("val_loss")
+        val_loss = math.fsum(items) / len(items)
+        peak = self.memory.peak_mb()
+        self.reporter.log_metrics(
+            {C.VAL_LOSS: val_loss, C.PEAK_MEM_MB: peak, C.TRAIN_STEPS_DONE: 0}, 0
+        )
+        summary = {
+            **self.identity.summary(),
+            "trainable_params": 0,
+            "total_params": self.total_params,
+            "steps": 0,
+            "status": C.COMPLETED,
+            "final_val_loss": val_loss,
+            "peak_mem_mb": peak,
+            "peak_mem_method": self.memory.method,
+            "wall_s": round(time.time() - t0, 2),
+            "objective": {rec.key: rec.objective},
+            "evals": rec.history,
+            "skipped_clips": self.skipped,
+        }
+        summary_path = self.out_dir / C.SUMMARY_FILE
+        write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))
+        self.reporter.log_artifact(path, C.RUNGS_ARTIFACT_DIR)
+        self.reporter.log_artifact(self.out_dir / C.CONFIG_FILE)
+        self.reporter.log_artifact(summary_path)
+        self.reporter.finish(C.COMPLETED, rec.objective)
+        after_finish(cfg, self.state_dir, C.COMPLETED)
+        log.info("base scored: %s=%s, val loss %.4f", rec.key, rec.objective, val_loss)
+        return JobOutcome(C.COMPLETED, rec.objective, summary)
 
     def _plain_model(self) -> Any:
         """The trained weights in a plain module (collective when the model is sharded)."""

@@ -12,13 +12,17 @@ from typing import Any
 import torch
 
 from rank_sweep.model.layout import ModelError
+from rank_sweep.track import contract as C
 from rank_sweep.utils.atomic import atomic_file, replace_dir
 
 log = logging.getLogger(__name__)
 
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 ALPHA_MODES = ("fixed", "ratio", "rslora")
-METHODS = ("lora", "full")
+# "none" is the untrained base ("base, no fine-tune"): nothing trained, scored by the same
+# final tier as every fine-tune so each gain is measured against it.
+BASE_METHOD = C.METHOD_NONE
+METHODS = (C.METHOD_LORA, C.METHOD_FULL, BASE_METHOD)
 
 
 def lora_alpha_for(rank: int, alpha: float, mode: str, ratio: float) -> tuple[float, bool]:
@@ -125,8 +129,10 @@ def apply_finetune(transformer: torch.nn.Module, method: str, lora_cfg: Any) -> 
         raise ModelError(
             f"finetune.method={method!r} is not supported; allowed: {', '.join(METHODS)}"
         )
-    chosen = select_experts(transformer, str(getattr(lora_cfg, "experts", "both")))
     transformer.requires_grad_(False)
+    if method == BASE_METHOD:
+        return 0
+    chosen = select_experts(transformer, str(getattr(lora_cfg, "experts", "both")))
     for _, module in chosen:
         if method == "lora":
             config = make_lora_config(lora_cfg, block_linear_names(module))

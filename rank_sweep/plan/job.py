@@ -13,6 +13,7 @@ from rank_sweep.plan.flops import Arch, ClipShape, transformer_config_for
 from rank_sweep.plan.hardware import GpuSpec
 from rank_sweep.plan.memory import MemoryPlan, plan_memory
 from rank_sweep.plan.tiers import generation_sharded, generation_tiers, sel, val_points
+from rank_sweep.track import contract as C
 
 LOAD_H = 0.1  # per (re)start: load weights, latents and detectors (~6 min at 14B)
 MEM_HEADROOM = 0.95  # fragmentation: plan to use at most 95% of the card
@@ -112,14 +113,15 @@ def plan_job(cfg: DictConfig, gpu: GpuSpec, launcher: Launcher | None = None) ->
     arch_cfg, stride = transformer_config_for(cfg.model)
     arch = Arch.from_config(arch_cfg, stride)
     method = str(cfg.finetune.method)
+    is_base = method == C.METHOD_NONE  # the untrained base: one final-tier eval, no training
     rank = int(cfg.lora.rank) if method == "lora" else None
     total = arch.total_params()
-    trainable = lora_trainable(arch_cfg, cfg) if method == "lora" else total
+    trainable = lora_trainable(arch_cfg, cfg) if method == "lora" else 0 if is_base else total
     world = world_size(cfg)
     t = cfg.train
     accum = grad_accum_for(t, world)
     global_batch = int(t.micro_batch) * accum * world
-    steps = int(t.steps)
+    steps = 0 if is_base else int(t.steps)
     clip = ClipShape(int(cfg.data.frames), int(cfg.data.height), int(cfg.data.width))
     recompute = bool(t.activation_checkpointing)
     targets = len(list(cfg.lora.target_modules)) if method == "lora" else 12
@@ -127,11 +129,13 @@ def plan_job(cfg: DictConfig, gpu: GpuSpec, launcher: Launcher | None = None) ->
     train_gpu_s = steps * global_batch * per_sample / (gpu.peak_bf16_flops * gpu.train_util)
 
     fwd_rate = gpu.peak_bf16_flops * gpu.sample_util
-    n_val = val_points(steps, int(cfg.eval.every), int(t.val_every))
+    n_val = 0 if is_base else val_points(steps, int(cfg.eval.every), int(t.val_every))
     val_gpu_s = n_val * int(t.val_clips) * arch.forward_flops(clip) / fwd_rate
     sharded = generation_sharded()
     tiers: list[TierCost] = []
     for tier in generation_tiers(cfg):
+        if is_base and tier.name == "periodic":
+            continue
         per_clip_s = arch.sample_flops(tier.clip, tier.steps, tier.guidance) / fwd_rate
         one_run_s = tier.clips * per_clip_s  # one GPU's worth of work for one eval
         wall_s = one_run_s / world if sharded else one_run_s
@@ -156,7 +160,7 @@ def plan_job(cfg: DictConfig, gpu: GpuSpec, launcher: Launcher | None = None) ->
     mem = plan_memory(
         arch,
         clip,
-        method=method,
+        method="lora" if is_base else method,  # the base: frozen weights, no optimizer
         trainable=trainable,
         base_dtype_bytes=base_bytes,
         micro_batch=int(t.micro_batch),
@@ -175,7 +179,7 @@ def plan_job(cfg: DictConfig, gpu: GpuSpec, launcher: Launcher | None = None) ->
         launcher.time_limit_h,
     )
     wall += max(starts, 1) * LOAD_H
-    label = f"lora-r{rank}" if rank is not None else "full"
+    label = f"lora-r{rank}" if rank is not None else "base" if is_base else "full"
     plan = JobPlan(
         label=label,
         method=method,

@@ -219,9 +219,9 @@ def record_rung(
 # -- the sweeper's protocol for rank_sweep jobs ---------------------------------------------
 @dataclass(frozen=True)
 class ArmInfo:
-    label: str  # readable arm name: lora-r8, full
+    label: str  # readable arm name: lora-r8, full, base
     fingerprint: str  # job identity: same fingerprint = same job (deduplicated)
-    baseline: bool  # trained to the full budget, never ranked
+    baseline: bool  # full fine-tune or untrained base: launched once, to its budget, never ranked
     trial_params: dict[str, Any]
 
 
@@ -248,7 +248,10 @@ def record_path(cfg: DictConfig, step: int) -> Path:
 
 
 def budget(cfg: DictConfig) -> int:
-    return int(cfg.train.steps)
+    """Steps the arm trains in all: none for the untrained base (finetune=none)."""
+    from rank_sweep.model.adapters import BASE_METHOD
+
+    return 0 if str(cfg.finetune.method) == BASE_METHOD else int(cfg.train.steps)
 
 
 def stop_override(step: int) -> str:

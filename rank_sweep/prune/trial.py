@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 # Optuna refuses a categorical whose choices differ between trials of a study, so a
 # string param needs one fixed vocabulary; strings of other keys become user attrs only.
 # (The order is part of stored studies' distributions: keep it.)
-CATEGORIES: dict[str, tuple[str, ...]] = {C.TRIAL_PARAM_METHOD: ("full", "lora")}
+CATEGORIES: dict[str, tuple[str, ...]] = {
+    C.TRIAL_PARAM_METHOD: (C.METHOD_FULL, C.METHOD_LORA, C.METHOD_NONE)
+}
 
 FINGERPRINT_ATTR = C.TRIAL_ATTR_FINGERPRINT
 

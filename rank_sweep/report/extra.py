@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from rank_sweep.eval.extra_metrics import EXTRA_METRICS, HIGHER_IS_BETTER, paired_interval
+from rank_sweep.report.table import arm_name, baseline_rows
 from rank_sweep.train.early_stop import TAG_PLATEAU_STEP
 from rank_sweep.train.stages import TAG_RECIPE, TAG_STAGES
 
@@ -96,11 +97,7 @@ def _cell(r: pd.Series, m: str, ds: str) -> str:
 
 
 def label(r: pd.Series) -> str:
-    name = (
-        "full"
-        if r["method"] == "full"
-        else f"lora r={'?' if pd.isna(r['rank']) else int(r['rank'])}"
-    )
+    name = arm_name(r)
     recipe = r.get("recipe") or "one_stage"
     if recipe != "one_stage":
         name += f" ({recipe.replace('_', '-')})"
@@ -120,7 +117,7 @@ def quality_section(df: pd.DataFrame) -> Section | None:
     names = extra_datasets(df)
     if not names:
         return None
-    full = df[(df["method"] == "full") & (df["status"] == "completed")]
+    full = baseline_rows(df)
     base = full.iloc[0] if len(full) else None
     headers = ["run", "status"]
     for ds in names:

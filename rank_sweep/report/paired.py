@@ -9,11 +9,13 @@ replicates under it; the interval of a difference is then the paired bootstrap o
 difference, centred on the point difference (it always contains it).
 
 Columns added (per dataset `<ds>`, metric `<m>` in fvd/kid):
+  `pdelta_<m>_base/<ds>` (+ `_lo`, `_hi`): run minus the untrained base (finetune=none);
   `pdelta_<m>_full/<ds>` (+ `_lo`, `_hi`): run minus the full fine-tune baseline;
-  `pdelta_<m>_best/<ds>` (+ `_lo`, `_hi`): run minus the best run (lowest point value);
+  `pdelta_<m>_best/<ds>` (+ `_lo`, `_hi`): run minus the best fine-tune (lowest point
+  value; the base is a reference, never the best);
   `tied_best_<m>/<ds>`: the interval of the difference to the best contains 0.
-The recommendation: the smallest LoRA rank tied with the best on FVD, and whether it is
-also tied with full fine-tuning.
+The recommendation: the smallest LoRA rank tied with the best on FVD, whether it is also
+tied with full fine-tuning, and what it gains over the untrained base.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ import pandas as pd
 
 from rank_sweep.eval.stats import BootstrapSpec, paired_delta, replicate_table
 from rank_sweep.eval.tiers import FEATURES_ARTIFACT_DIR, GEN_FEATURES_FILE
+from rank_sweep.report.table import arm_name, is_base
+from rank_sweep.track import contract as C
 
 log = logging.getLogger(__name__)
 
@@ -127,9 +131,13 @@ def add_paired(
             fakes = [feats[df.at[i, "run_id"]].fake[kind] for i in rows]
             reps = replicate_table(metric, first.real[kind], fakes, spec)
             points = np.array([float(df.at[i, f"{metric}/{ds}"]) for i in rows])
-            best = int(np.argmin(points))
-            full = [k for k, i in enumerate(rows) if df.at[i, "method"] == "full"]
-            for ref_name, ref in (("best", best), ("full", full[0] if full else None)):
+            tuned = [k for k, i in enumerate(rows) if not is_base(df.loc[i])]
+            best = min(tuned, key=lambda k: points[k]) if tuned else None
+            full = [k for k, i in enumerate(rows) if df.at[i, "method"] == C.METHOD_FULL]
+            base = [k for k, i in enumerate(rows) if is_base(df.loc[i])]
+            refs = (("best", best), ("full", full[0] if full else None),
+                    ("base", base[0] if base else None))  # fmt: skip
+            for ref_name, ref in refs:
                 if ref is None:
                     continue
                 for k, i in enumerate(rows):
@@ -144,7 +152,7 @@ def add_paired(
 
 
 def _label(r: pd.Series) -> str:
-    return "full" if r["method"] == "full" else f"rank {int(r['rank'])}"
+    return arm_name(r)
 
 
 def recommendation(df: pd.DataFrame, ds: str, metric: str = "fvd") -> str | None:
@@ -153,34 +161,51 @@ def recommendation(df: pd.DataFrame, ds: str, metric: str = "fvd") -> str | None
     if col not in df:
         return None
     paired = df[df[col].notna()]
-    tied = paired[paired[col].astype(bool)]
-    best = paired.loc[paired[f"{metric}/{ds}"].astype(float).idxmin()]
+    tuned = paired[paired["method"] != C.METHOD_NONE]
+    if tuned.empty:
+        return None
+    tied = tuned[tuned[col].astype(bool)]
+    best = tuned.loc[tuned[f"{metric}/{ds}"].astype(float).idxmin()]
     names = ", ".join(_label(r) for _, r in tied.iterrows())
     head = f"{ds}: best {metric.upper()} {_label(best)}; tied with the best: {names}."
-    lora = tied[(tied["method"] == "lora") & tied["rank"].notna()]
+    base = paired[paired["method"] == C.METHOD_NONE]
+    if not base.empty and bool(base.iloc[0][col]):
+        head += " The untrained base is tied with the best: fine-tuning shows no gain here."
+    lora = tied[(tied["method"] == C.METHOD_LORA) & tied["rank"].notna()]
     if lora.empty:
         return f"{head} No LoRA rank is tied with the best: keep {_label(best)}."
     pick = lora.loc[lora["rank"].astype(float).idxmin()]
-    lo, hi = pick.get(f"pdelta_{metric}_full_lo/{ds}"), pick.get(f"pdelta_{metric}_full_hi/{ds}")
-    if pd.isna(lo) or pd.isna(hi):
-        versus = "no full fine-tune baseline to compare with"
-    elif lo <= 0 <= hi:
-        versus = "tied with full fine-tuning"
-    else:
-        d = pick[f"pdelta_{metric}_full/{ds}"]
-        versus = (
-            f"NOT tied with full fine-tuning (Δ{metric.upper()} {d:+.3g} [{lo:+.3g}, {hi:+.3g}])"
-        )
+    versus = _versus(pick, metric, ds, "full", "full fine-tuning", "no full fine-tune baseline")
+    gain = _versus(pick, metric, ds, "base", "the untrained base", "")
     return (
-        f"{head} Recommendation: rank {int(pick['rank'])} (smallest tied with the best), {versus}."
+        f"{head} Recommendation: rank {int(pick['rank'])} (smallest tied with the best), "
+        f"{versus}" + (f"; {gain}" if gain else "") + "."
     )
+
+
+def _versus(r: pd.Series, metric: str, ds: str, ref: str, name: str, missing: str) -> str:
+    """`tied with <name>` or `better/worse than <name> (ΔM d [lo, hi])` from the paired CI."""
+    c = f"pdelta_{metric}_{ref}"
+    d, lo, hi = r.get(f"{c}/{ds}"), r.get(f"{c}_lo/{ds}"), r.get(f"{c}_hi/{ds}")
+    if d is None or lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return f"{missing} to compare with" if missing else ""
+    if lo <= 0 <= hi:
+        return f"tied with {name}"
+    word = "NOT tied with" if ref == "full" else "better than" if hi < 0 else "worse than"
+    return f"{word} {name} (Δ{metric.upper()} {d:+.3g} [{lo:+.3g}, {hi:+.3g}])"
 
 
 def paired_display(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[str]]:
     """Headers, rows and recommendation lines of the report's paired section."""
     datasets = sorted({c.split("/", 1)[1] for c in df.columns if c.startswith("tied_best_")})
     headers = ["run"]
+    with_base = any(
+        f"pdelta_fvd_base/{ds}" in df and df[f"pdelta_fvd_base/{ds}"].notna().any()
+        for ds in datasets
+    )
     for ds in datasets:
+        if with_base:
+            headers.append(f"ΔFVD vs base {ds} [95% CI]")
         headers += [f"ΔFVD vs full {ds} [95% CI]", f"ΔFVD vs best {ds} [95% CI]"]
         headers += [f"tied with best (FVD) {ds}", f"ΔKID vs full {ds} [95% CI]"]
     rows = []
@@ -189,6 +214,8 @@ def paired_display(df: pd.DataFrame) -> tuple[list[str], list[list[str]], list[s
             continue
         cells = [f"{_label(r)} [{r['run_name'] or r['run_id'][:8]}]"]
         for ds in datasets:
+            if with_base:
+                cells.append(_delta(r, "fvd", "base", ds))
             cells += [_delta(r, "fvd", "full", ds), _delta(r, "fvd", "best", ds)]
             tied = r.get(f"tied_best_fvd/{ds}")
             cells.append("–" if pd.isna(tied) else ("yes" if tied else "no"))
@@ -245,9 +272,10 @@ def fig_paired(df: pd.DataFrame) -> Any:
         sub = df[df[f"tied_best_fvd/{ds}"].notna()]
         labels = [_label(r) for _, r in sub.iterrows()]
         x = np.arange(len(sub))
-        for off, ref, color in ((-0.12, "full", "tab:blue"), (0.12, "best", "tab:orange")):
+        refs = ((-0.2, "base", "tab:green"), (0.0, "full", "tab:blue"), (0.2, "best", "tab:orange"))
+        for off, ref, color in refs:
             c = f"pdelta_fvd_{ref}"
-            if f"{c}/{ds}" not in sub:
+            if f"{c}/{ds}" not in sub or sub[f"{c}/{ds}"].isna().all():
                 continue
             v, lo, hi = sub[f"{c}/{ds}"], sub[f"{c}_lo/{ds}"], sub[f"{c}_hi/{ds}"]
             yerr = np.vstack([v - lo, hi - v]).astype(float)

@@ -16,7 +16,14 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import NullFormatter
 
-from rank_sweep.report.table import baseline_rows, datasets, pareto_mask
+from rank_sweep.report.table import (
+    BASE_NAME,
+    arm_name,
+    baseline_rows,
+    datasets,
+    is_base,
+    pareto_mask,
+)
 from rank_sweep.track import contract as C
 
 METRIC_LABEL = {"fvd": "FVD (lower is better)", "kid": "KID (lower is better)"}
@@ -62,6 +69,13 @@ def _col(df: pd.DataFrame, name: str) -> pd.Series:
     return df[name] if name in df else pd.Series(np.nan, index=df.index)
 
 
+def _base_line(ax, df: pd.DataFrame, col: str) -> None:
+    """The untrained base as a dotted line across the axes: where every gain starts."""
+    base = df[df.apply(is_base, axis=1) & _col(df, col).notna()] if len(df) else df
+    if not base.empty:
+        ax.axhline(float(base.iloc[0][col]), color="grey", ls=":", lw=1.5, label=BASE_NAME)
+
+
 def _rank_colors(df: pd.DataFrame) -> dict[int, tuple]:
     ranks = sorted(int(r) for r in df["rank"].dropna().unique())
     cmap = colormaps["viridis"]
@@ -96,6 +110,7 @@ def fig_metric_vs_rank(df: pd.DataFrame, metric: str = "fvd") -> Figure:
             hi = b.get(C.ci_metric(metric, "hi", ds), np.nan)
             if not (pd.isna(lo) or pd.isna(hi)):
                 ax.axhspan(lo, hi, color="k", alpha=0.12, label="full 95% CI")
+        _base_line(ax, df, col)
         if lora.empty:
             _no_data(ax, "LoRA runs with " + col)
         else:
@@ -117,13 +132,15 @@ def fig_fvd_vs_params(df: pd.DataFrame) -> Figure:
     colors = _rank_colors(df)
     for ax, ds in zip(axes, names):
         col = C.dataset_metric(C.FVD, ds)
-        pts = df[_col(df, col).notna() & df["trainable_params"].notna()]
+        # the base trains nothing (0 params, off a log axis): a line, not a point
+        pts = df[_col(df, col).notna() & (df["trainable_params"] > 0)]
         if pts.empty:
             _no_data(ax, col)
+        _base_line(ax, df, col)
         for _, r in pts.iterrows():
-            is_full = r["method"] == "full"
+            is_full = r["method"] == C.METHOD_FULL
             color = "k" if is_full or pd.isna(r["rank"]) else colors[int(r["rank"])]
-            label = "full" if is_full else f"r={int(r['rank'])}" if not pd.isna(r["rank"]) else "?"
+            label = arm_name(r, short=True)
             marker = "x" if r["status"] == "pruned" else "s" if is_full else "o"
             ax.plot(r["trainable_params"], r[col], marker, color=color, ms=8, mew=2)
             ax.annotate(label, (r["trainable_params"], r[col]), textcoords="offset points",
@@ -143,6 +160,8 @@ def fig_fvd_vs_params(df: pd.DataFrame) -> Figure:
             Line2D([], [], color="grey", marker="o", ls="none", label="LoRA rank"),
             Line2D([], [], color="grey", marker="x", ls="none", mew=2, label="pruned"),
         ]  # fmt: skip
+        if ax.get_legend_handles_labels()[0]:  # the base line
+            handles.append(Line2D([], [], color="grey", ls=":", lw=1.5, label=BASE_NAME))
         ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         ax.set_xscale("log")
         _clean_log_x(ax)
@@ -169,10 +188,12 @@ def fig_fvd_over_steps(df: pd.DataFrame) -> Figure:
             )
             if not hist:
                 continue
+            if is_base(r):  # one eval at step 0: drawn as the line every run starts from
+                continue
             steps, vals = zip(*hist)
-            is_full = r["method"] == "full"
+            is_full = r["method"] == C.METHOD_FULL
             color = "k" if is_full or pd.isna(r["rank"]) else colors[int(r["rank"])]
-            label = "full" if is_full else f"r={int(r['rank'])}" if not pd.isna(r["rank"]) else "?"
+            label = arm_name(r, short=True)
             if not pd.isna(r["seed"]) and df["seed"].nunique() > 1:
                 label += f" s{int(r['seed'])}"
             ax.plot(steps, vals, "--" if is_full else "-o", color=color, ms=3, label=label)
@@ -188,6 +209,7 @@ def fig_fvd_over_steps(df: pd.DataFrame) -> Figure:
                 ax.errorbar([steps[-1]], [vals[-1]], yerr=[[abs(vals[-1] - lo)], [abs(hi - vals[-1])]],
                             fmt="none", ecolor=color, capsize=4, lw=1.5)  # fmt: skip
                 widths.append(float(hi - lo))
+        _base_line(ax, df, C.dataset_metric(C.FVD, ds))
         if drawn == 0:
             _no_data(ax, f"fvd/{ds} history")
         else:

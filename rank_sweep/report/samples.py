@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rank_sweep.report.table import arm_name
+
 log = logging.getLogger(__name__)
 
 SAMPLES_DIR = "samples"
@@ -19,16 +21,10 @@ SIDE_BY_SIDE_SUFFIX = "_side_by_side.mp4"
 
 @dataclass
 class SampleStrip:
-    label: str  # "full" or "lora r8"
+    label: str  # the run's setting, as the report names it (table.arm_name)
     png: Path  # copied beside the report
     video_artifact: str | None  # `samples/stepNNNNNN_side_by_side.mp4` in the run
     run_id: str
-
-
-def _label(r: pd.Series) -> str:
-    if r["method"] == "lora" and not pd.isna(r.get("rank")):
-        return f"lora r{int(r['rank'])}"
-    return str(r["method"])
 
 
 def collect_strips(df: pd.DataFrame, out_dir: Path) -> list[SampleStrip]:
@@ -56,5 +52,5 @@ def collect_strips(df: pd.DataFrame, out_dir: Path) -> list[SampleStrip]:
         target = dest / f"{r['run_id'][:8]}_{local.name}"
         shutil.copyfile(local, target)
         video = newest.replace(STRIP_SUFFIX, SIDE_BY_SIDE_SUFFIX)
-        out.append(SampleStrip(_label(r), target, video if video in names else None, r["run_id"]))
+        out.append(SampleStrip(arm_name(r), target, video if video in names else None, r["run_id"]))
     return out

@@ -31,6 +31,25 @@ RANDOM_INIT_BANNER = (
 )
 
 
+BASE_NAME = "base, no fine-tune"
+
+
+def is_base(r: pd.Series) -> bool:
+    """The untrained base (finetune=none): a reference row, never a candidate."""
+    return r["method"] == C.METHOD_NONE
+
+
+def arm_name(r: pd.Series, short: bool = False) -> str:
+    """The one name of a run's setting across the report: `base, no fine-tune` | `full` |
+    `lora r=8` (short, for plot labels: `base` | `full` | `r=8`)."""
+    if is_base(r):
+        return "base" if short else BASE_NAME
+    if r["method"] == C.METHOD_FULL:
+        return "full"
+    rank = "?" if pd.isna(r["rank"]) else str(int(r["rank"]))
+    return f"r={rank}" if short else f"{r['method']} r={rank}"
+
+
 def datasets(df: pd.DataFrame) -> list[str]:
     """Datasets with an FVD or KID column, sorted."""
     return C.metric_datasets(df.columns)
@@ -87,10 +106,11 @@ def derive_columns(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def order_rows(df: pd.DataFrame) -> pd.DataFrame:
-    """Full baseline first, then LoRA by rank, then by seed."""
+    """The untrained base first, the full baseline next, then LoRA by rank, then by seed."""
+    order = {C.METHOD_NONE: 0, C.METHOD_FULL: 1}
     key = pd.DataFrame(
         {
-            "m": (df["method"] != "full").astype(int),
+            "m": df["method"].map(lambda m: order.get(m, 2)),
             "r": df["rank"].astype("float").fillna(-1),
             "s": df["seed"].astype("float").fillna(-1),
         }
@@ -100,7 +120,9 @@ def order_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 def baseline_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Completed full fine-tunes (those in the sweep first)."""
-    full = df[(df["method"] == "full") & (df["status"] == "completed")]
+    full = df[(df["method"] == C.METHOD_FULL) & (df["status"] == C.COMPLETED)]
+    if "in_sweep" not in full:  # a hand-made slice: every row is the sweep's own
+        return full
     return full.sort_values("in_sweep", ascending=False, kind="stable")
 
 
@@ -170,13 +192,7 @@ def random_init(df: pd.DataFrame) -> bool:
 
 
 def run_label(row: pd.Series) -> str:
-    if row["method"] == "full":
-        name = "full"
-    elif pd.isna(row["rank"]):
-        name = f"{row['method']} (rank ?)"
-    else:
-        name = f"lora r={int(row['rank'])}"
-    return f"{name} [{row['run_name'] or row['run_id'][:8]}]"
+    return f"{arm_name(row)} [{row['run_name'] or row['run_id'][:8]}]"
 
 
 def _missing_final(row: pd.Series, names: list[str]) -> list[str]:
@@ -271,7 +287,7 @@ def _signed(x, is_base: bool = False) -> str:
     return "–" if pd.isna(x) else f"{x:+.3g}"
 
 
-def _dataset_cells(r: pd.Series, ds: str, is_base: bool) -> list[str]:
+def _dataset_cells(r: pd.Series, ds: str, is_full: bool) -> list[str]:
     def g(k: str):
         return r.get(C.dataset_metric(k, ds), np.nan)
 
@@ -280,9 +296,9 @@ def _dataset_cells(r: pd.Series, ds: str, is_base: bool) -> list[str]:
 
     return [
         ci(C.FVD),
-        _signed(g("delta_fvd"), is_base),
+        _signed(g("delta_fvd"), is_full),
         ci(C.KID),
-        _signed(g("delta_kid"), is_base),
+        _signed(g("delta_kid"), is_full),
         _fmt(g("best_fvd")),
     ]
 
@@ -307,11 +323,12 @@ def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         headers += [f"best FVD {ds}"]
     headers += ["step s median (p10–p90)", "peak MB", "device-h"]
     full = baseline_rows(df)
-    base_ids = set(full["run_id"])
+    full_ids = set(full["run_id"])
     rows = []
     for _, r in df.iterrows():
-        is_base = r["run_id"] in base_ids
-        cells = [str(r["method"]) + ("" if r["in_sweep"] else " (borrowed)")]
+        is_full = r["run_id"] in full_ids
+        method = BASE_NAME if is_base(r) else str(r["method"])
+        cells = [method + ("" if r["in_sweep"] else " (borrowed)")]
         cells.append("–" if pd.isna(r["rank"]) else str(int(r["rank"])))
         if multi_seed:
             cells.append("–" if pd.isna(r["seed"]) else str(int(r["seed"])))
@@ -327,7 +344,7 @@ def display_table(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
             status += f" @ {int(r['plateau_step'])}"  # a run's own stop, not a prune (issue 17)
         cells.append(status)
         for ds in names:
-            cells += _dataset_cells(r, ds, is_base)
+            cells += _dataset_cells(r, ds, is_full)
         hours = f"{_fmt(r['compute_hours'])} {r['compute_unit']}"
         cells += [_step_time_cell(r), _fmt(r["peak_mem_mb"], ".0f"), hours]
         rows.append(cells)
@@ -346,7 +363,7 @@ def long_metrics(df: pd.DataFrame) -> pd.DataFrame:
                     continue
                 lo = r.get(C.ci_metric(m, "lo", ds), np.nan)
                 hi = r.get(C.ci_metric(m, "hi", ds), np.nan)
-                label = "full" if r["method"] == "full" else f"r={r['rank']}"
+                label = arm_name(r, short=True)
                 rows.append({**{k: r[k] for k in keys}, "setting": label, "dataset": ds, "metric": m,
                              "value": v, "ci_lo": lo, "ci_hi": hi})  # fmt: skip
     out = pd.DataFrame(

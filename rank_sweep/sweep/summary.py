@@ -22,7 +22,10 @@ def summary_rows(runs: list[Any], metric: str) -> list[dict[str, Any]]:
     rows = []
     for r in runs:
         method = r.tags.get(C.TAG_METHOD, "?")
-        label = f"lora r{r.tags.get(C.TAG_LORA_RANK, '?')}" if method == "lora" else method
+        if method == C.METHOD_LORA:
+            label = f"lora r{r.tags.get(C.TAG_LORA_RANK, '?')}"
+        else:
+            label = "base (no fine-tune)" if method == C.METHOD_NONE else method
         status = r.status
         if status == "pruned" and r.tags.get(C.TAG_PRUNED_STEP):
             status += f" @ {r.tags[C.TAG_PRUNED_STEP]}"

@@ -41,6 +41,11 @@ MLFLOW_TAG_PREFIX = "mlflow."  # MLflow's system tags (not copied between runs)
 
 ROLE_SWEEP = "sweep"
 
+# -- methods (TAG_METHOD values; finetune.method) ----------------------------------------------
+METHOD_LORA = "lora"
+METHOD_FULL = "full"
+METHOD_NONE = "none"  # the untrained base, scored only: the report's "base, no fine-tune" row
+
 # -- statuses (TAG_STATUS values) --------------------------------------------------------------
 COMPLETED = "completed"  # ran its full budget
 PRUNED = "pruned"  # stopped by the sweep's pruning decision
@@ -191,7 +196,8 @@ def protocol_fields(keys: Iterable[str], datasets: Iterable[str] = ()) -> dict[s
 
 # -- artifacts ----------------------------------------------------------------------------------
 # Where each method's trained weights go, in the run dir and among the run's artifacts.
-WEIGHTS_DIR = {"lora": "adapter", "full": "model"}
+WEIGHTS_DIR = {METHOD_LORA: "adapter", METHOD_FULL: "model", METHOD_NONE: ""}  # none: no weights
+RUNGS_ARTIFACT_DIR = "rungs"  # a completed run's final rung record, for sweeps that reuse it
 SAMPLES_DIR = "samples"  # sample videos (mp4) of each eval
 SUMMARY_FILE = "summary.json"  # the job's summary in its run dir (also an artifact)
 CONFIG_FILE = "config.yaml"  # the resolved config in its run dir (also an artifact)

@@ -8,9 +8,11 @@ import json
 import logging
 import sys
 
-from rank_sweep.runtime import configure_threads_env
+from rank_sweep.runtime import apply_threads, configure_threads_env, quiet_logging
 
-configure_threads_env()  # threads sized to the free cores; rare progress redraws in a log
+# Threads sized to the free cores; rare progress redraws in a log. (The package __init__
+# has imported torch by now: apply_threads below sets its pool too.)
+PLAN = configure_threads_env()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "build":
             s.add_argument("--force", action="store_true", help="rebuild even if present")
     args = p.parse_args(argv)
+    apply_threads(PLAN)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    quiet_logging()  # third-party notices and weight-loading bars, as in the main CLI
     if args.cmd == "fingerprint":
         sys.stdout.write(world_fingerprint(args.preset, args.seed) + "\n")
         return 0

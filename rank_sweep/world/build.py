@@ -29,6 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from rank_sweep.paths import cache_dir
+from rank_sweep.runtime import progress_kwargs
 from rank_sweep.world.config import WORLD_VERSION, WorldRecipe, recipe_for, world_fingerprint
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
     out = Path(out)
     timings: dict[str, float] = {}
     total = r.vae_steps + r.det_steps + r.base_steps
-    bar = tqdm(total=total, desc=f"world build ({preset})", unit="step")
+    bar = tqdm(total=total, desc=f"world build ({preset})", unit="step", **progress_kwargs())
     gen = np.random.default_rng([seed, WORLD_VERSION])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
