@@ -5,6 +5,9 @@ VENV  := .venv
 BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# One pytest worker per core; a test file stays on one worker, its tests in file order
+# (module fixtures such as one sweep's stores are shared by consecutive tests).
+TEST_WORKERS ?= auto
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-full lint demo sweep baseline-full report ui optuna-ui study browser-deps clean clean-all
@@ -22,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP) ## create .venv and install torch (CPU) + the project with dev extras
 
 test: $(STAMP) ## fast test tier (what CI runs)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-full: $(STAMP) ## all tests including `slow` (DeepSpeed op build, notebook)
 	$(BIN)/python -m pytest -q -m "" $(PYTEST_ARGS)

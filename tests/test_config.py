@@ -86,6 +86,7 @@ OPTIONS = [
     (["model=wan2.1_i2v_14b_720p"], {"model.flow_shift": 5.0, "model.native_width": 1280}),
     (["finetune=lora"], {"finetune.method": "lora", "finetune.lr": 3e-5}),
     (["finetune=full"], {"finetune.method": "full", "finetune.lr": 1e-5}),
+    (["finetune=none"], {"finetune.method": "none", "finetune.lr": 0.0}),
     (["lora=default"], {"lora.rank": 8, "lora.alpha": 16.0, "lora.alpha_mode": "fixed", "lora.target_modules": ALL_LINEARS}),
     (["lora=attention_only"], {"lora.target_modules": ATTENTION, "lora.alpha_mode": "fixed"}),
     (["lora=ratio"], {"lora.alpha_mode": "ratio", "lora.alpha_ratio": 2.0, "lora.target_modules": ALL_LINEARS}),
