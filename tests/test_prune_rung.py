@@ -10,16 +10,10 @@ from _train_script import build_model, make_data, train_cfg
 
 from rank_sweep.model.adapters import trainable_state_dict
 from rank_sweep.model.spec import forward_batch
-from rank_sweep.prune.rung import (
-    RungRecord,
-    per_item_val_losses,
-    read_record,
-    record_file,
-    write_record,
-)
+from rank_sweep.prune.rung import RungRecord, read_record, record_file, write_record
 from rank_sweep.prune.schedule import PruneSettings, rung_steps
 from rank_sweep.train.loop import train
-from rank_sweep.train.steps import validation_loss
+from rank_sweep.train.steps import per_item_val_losses, validation_loss
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -8,8 +8,8 @@ the stop knob and the prune settings), so a rerun finds the record and the check
 
 Items of the default rung metric (`val_loss`) are (validation clip, sigma quantile)
 pairs with noise fixed per pair by `train.seed`: every arm sees the same items, noise and
-timesteps, so arm-vs-arm differences are paired item by item. Their mean is exactly
-`rank_sweep.train.steps.validation_loss`.
+timesteps, so arm-vs-arm differences are paired item by item
+(`rank_sweep.train.steps.per_item_val_losses`, whose mean is the validation loss).
 
 Sweeper side (the protocol the Hydra sweeper plugin calls, see
 `hydra_plugins/rank_sweep_sweeper`): `describe`, `record_path`, `budget`,
@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as tdist
 from omegaconf import DictConfig
 
 from rank_sweep.track import contract as C
@@ -76,81 +75,6 @@ def read_record(path: Path) -> RungRecord | None:
 
 
 # -- the job side ----------------------------------------------------------------------------
-def per_item_val_losses(
-    model: torch.nn.Module,
-    val_set: Any,
-    forward_fn: Any,
-    cfg: Any,
-    shift: float,
-    device: torch.device,
-    amp_dtype: torch.dtype | None,
-    rank: int = 0,
-    world: int = 1,
-) -> list[float]:
-    """Flow loss of every (clip, sigma quantile) item of the validation set, item order
-    clip-major; the same items, noise and sigmas for every arm (seeded by train.seed)."""
-    from rank_sweep.train.flow import (
-        add_noise,
-        flow_loss,
-        flow_target,
-        shift_sigmas,
-        sigma_quantiles,
-        sigmas_to_timesteps,
-    )
-    from rank_sweep.train.steps import (
-        _VAL_SEED,
-        collate,
-        mix_seed,
-        restrict_sigmas,
-        sigma_range_of,
-        to_device,
-    )
-
-    sig = shift_sigmas(
-        sigma_quantiles(
-            list(cfg.val_quantiles),
-            str(cfg.timestep_sampling),
-            float(cfg.logit_mean),
-            float(cfg.logit_std),
-        ),
-        shift,
-    )
-    # the trained expert's timestep range, as validation_loss keeps it (Wan2.2 A14B)
-    sig = restrict_sigmas(sig, *sigma_range_of(model)).tolist()
-    n, q = len(val_set), len(sig)
-    values = torch.zeros(n * q, dtype=torch.float64, device=device)
-    was_training = model.training
-    model.eval()
-    try:
-        # Every rank runs the same number of forwards (sharded models need all ranks).
-        for r in range(-(-n // world)):
-            i = r * world + rank
-            item = to_device(collate([val_set[min(i, n - 1)]]), device)
-            x0 = item["latents"].float()
-            for j, s in enumerate(sig):
-                g = torch.Generator().manual_seed(
-                    mix_seed(int(cfg.seed), _VAL_SEED, min(i, n - 1), j)
-                )
-                noise = torch.randn(x0.shape[1:], generator=g).unsqueeze(0).to(device)
-                sigma = torch.full((1,), s, device=device)
-                with (
-                    torch.no_grad(),
-                    torch.autocast(
-                        device.type,
-                        dtype=amp_dtype or torch.bfloat16,
-                        enabled=amp_dtype is not None,
-                    ),
-                ):
-                    pred = forward_fn(
-                        model, item, add_noise(x0, noise, sigma), sigmas_to_timesteps(sigma)
-                    )
-                if i < n:
-                    values[i * q + j] = flow_loss(pred, flow_target(x0, noise)).double()
-    finally:
-        model.train(was_training)
-    if world > 1:
-        tdist.all_reduce(values)  # each item was filled by exactly one rank
-    return values.cpu().tolist()
 
 
 def write_rung(
@@ -208,6 +132,8 @@ def record_rung(
     amp = amp_dtype_for(str(cfg.train.mixed_precision), p.device)
     rank = getattr(dist_ctx, "rank", 0) if dist_ctx is not None else 0
     world = getattr(dist_ctx, "world_size", 1) if dist_ctx is not None else 1
+    from rank_sweep.train.steps import per_item_val_losses
+
     items = per_item_val_losses(
         model, val_set, forward_fn, cfg.train, shift, p.device, amp, rank, world
     )

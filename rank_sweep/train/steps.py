@@ -139,7 +139,7 @@ def cosine_warmup_factor(step: int, total: int, warmup: int) -> float:
 
 
 @torch.no_grad()
-def validation_loss(
+def per_item_val_losses(
     model: torch.nn.Module,
     val_set: Any,
     forward_fn: ForwardFn,
@@ -149,11 +149,12 @@ def validation_loss(
     amp_dtype: torch.dtype | None,
     rank: int = 0,
     world: int = 1,
-) -> float:
-    """Mean flow loss over val_set x the sigmas at `cfg.val_quantiles` of the training
-    timestep distribution, with noise fixed per (clip, quantile): the same number at the
-    same weights, whatever the step. Clips are split across ranks; every rank runs the same
-    number of forwards (sharded models need all ranks in each forward)."""
+) -> list[float]:
+    """Flow loss of every (clip, sigma quantile) item, clip-major: sigmas at
+    `cfg.val_quantiles` of the training timestep distribution (inside the trained expert's
+    range), noise fixed per item by `cfg.seed`, so every arm and every step sees the same
+    items, noise and timesteps (the sweeper pairs arms item by item). Clips are split across
+    ranks; every rank runs the same number of forwards (sharded models need all ranks)."""
     sig = shift_sigmas(
         sigma_quantiles(
             list(cfg.val_quantiles),
@@ -163,19 +164,17 @@ def validation_loss(
         ),
         shift,
     )
-    sig = restrict_sigmas(sig, *sigma_range_of(model))
-    n = len(val_set)
-    rounds = -(-n // world)
-    total = torch.zeros(2, dtype=torch.float64, device=device)
+    sig = restrict_sigmas(sig, *sigma_range_of(model)).tolist()
+    n, q = len(val_set), len(sig)
+    values = torch.zeros(n * q, dtype=torch.float64, device=device)
     was_training = model.training
     model.eval()
     try:
-        for r in range(rounds):
+        for r in range(-(-n // world)):
             i = r * world + rank
-            weight = 1.0 if i < n else 0.0
             item = to_device(collate([val_set[min(i, n - 1)]]), device)
             x0 = item["latents"].float()
-            for j, s in enumerate(sig.tolist()):
+            for j, s in enumerate(sig):
                 g = torch.Generator().manual_seed(
                     mix_seed(int(cfg.seed), _VAL_SEED, min(i, n - 1), j)
                 )
@@ -187,10 +186,29 @@ def validation_loss(
                     pred = forward_fn(
                         model, item, add_noise(x0, noise, sigma), sigmas_to_timesteps(sigma)
                     )
-                total[0] += weight * flow_loss(pred, flow_target(x0, noise)).double()
-                total[1] += weight
+                if i < n:
+                    values[i * q + j] = flow_loss(pred, flow_target(x0, noise)).double()
     finally:
         model.train(was_training)
     if world > 1:
-        tdist.all_reduce(total)
-    return float(total[0] / total[1])
+        tdist.all_reduce(values)  # each item was filled by exactly one rank
+    return values.cpu().tolist()
+
+
+def validation_loss(
+    model: torch.nn.Module,
+    val_set: Any,
+    forward_fn: ForwardFn,
+    cfg: Any,
+    shift: float,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+    rank: int = 0,
+    world: int = 1,
+) -> float:
+    """The mean of `per_item_val_losses`: the same number at the same weights, whatever
+    the step."""
+    items = per_item_val_losses(
+        model, val_set, forward_fn, cfg, shift, device, amp_dtype, rank, world
+    )
+    return math.fsum(items) / len(items)
