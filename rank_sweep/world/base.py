@@ -5,7 +5,6 @@ the fine-tuning jobs start from a base that makes plausible base-domain videos."
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from rank_sweep.train.flow import (
     sigmas_to_timesteps,
 )
 from rank_sweep.world.config import WorldRecipe
+from rank_sweep.world.fit import fit, warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +59,8 @@ def pretrain(
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(transformer.parameters(), lr=recipe.base_lr, weight_decay=0.01)
     n, steps = len(data["latents"]), recipe.base_steps
-    warm = max(1, steps // 20)
-    transformer.train()
-    losses = []
-    for step in range(steps):
-        f = (
-            (step + 1) / warm
-            if step < warm
-            else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
-        )
-        for g in opt.param_groups:
-            g["lr"] = recipe.base_lr * f
+
+    def batch_loss(step: int) -> torch.Tensor:
         idx = torch.randperm(n, generator=gen)[: recipe.base_batch]
         batch = {k: v[idx] for k, v in data.items()}
         x0 = batch["latents"].float()
@@ -78,14 +69,9 @@ def pretrain(
         pred = forward_batch(
             transformer, batch, add_noise(x0, noise, sigma), sigmas_to_timesteps(sigma)
         )
-        loss = flow_loss(pred, flow_target(x0, noise))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(transformer.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(1)
-    transformer.eval()
+        return flow_loss(pred, flow_target(x0, noise))
+
+    losses = fit(transformer, opt, steps, lambda step: recipe.base_lr * warmup_cosine(step, steps),
+                 batch_loss, clip_norm=1.0, progress=progress)  # fmt: skip
     log.info("base pretraining: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], steps)
     return losses

@@ -103,25 +103,20 @@ def train_detector(
 ) -> list[float]:
     """Cross-entropy on random `frames`-frame windows; `videos` may mix real clips and VAE
     reconstructions (same labels) so VAE artifacts do not read as a different class."""
+    from rank_sweep.world.fit import fit
     from rank_sweep.world.pools import windows
 
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
-    net.train()
-    losses = []
-    for step in range(steps):
-        for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + np.cos(np.pi * step / max(1, steps)))
+
+    def batch_loss(step: int) -> torch.Tensor:
         idx = gen.choice(len(videos), size=min(batch, len(videos)), replace=False)
         clips, labs = probe_batch(windows(videos[idx], frames, gen), labels[idx], gen)
         x = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous()
-        loss = F.cross_entropy(net(x, return_features=False), torch.from_numpy(labs))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(1)
-    net.eval()
+        return F.cross_entropy(net(x, return_features=False), torch.from_numpy(labs))
+
+    # cosine from the first step, no warm-up: the detector trains from scratch on labels
+    losses = fit(net, opt, steps, lambda step: lr * 0.5 * (1 + np.cos(np.pi * step / max(1, steps))),
+                 batch_loss, progress=progress)  # fmt: skip
     log.info("detector: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], len(losses))
     return losses
 

@@ -5,13 +5,13 @@ released Wan VAE config carries them, so the transformer sees unit-scale latents
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from rank_sweep.world.config import WorldRecipe
+from rank_sweep.world.fit import fit, warmup_cosine
 from rank_sweep.world.pools import to_pixels, windows
 
 log = logging.getLogger(__name__)
@@ -25,13 +25,6 @@ def new_vae(recipe: WorldRecipe):
     return tiny_vae(recipe.vae_base_dim, recipe.vae_dim_mult)
 
 
-def _lr(step: int, total: int, base: float) -> float:
-    warm = max(1, total // 20)
-    if step < warm:
-        return base * (step + 1) / warm
-    return base * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-
 def train_vae(
     vae: torch.nn.Module,
     videos: np.ndarray,
@@ -41,26 +34,19 @@ def train_vae(
 ) -> list[float]:
     """Reconstruction training (MSE + L1 on the posterior mode, tiny KL); returns losses.
     The global torch RNG is not used: batches come from `gen`, the mode is deterministic."""
-    vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
-    losses = []
-    for step in range(recipe.vae_steps):
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, recipe.vae_steps, recipe.vae_lr)
+
+    def batch_loss(step: int) -> torch.Tensor:
         idx = gen.choice(len(videos), size=recipe.vae_batch, replace=False)
         x = torch.from_numpy(to_pixels(windows(videos[idx], recipe.vae_frames, gen)))
         post = vae.encode(x).latent_dist
         rec = vae.decode(post.mode()).sample
         kl = 0.5 * (post.mean.pow(2) + post.var - 1.0 - post.logvar).mean()
-        loss = (rec - x).pow(2).mean() + 0.5 * (rec - x).abs().mean() + KL_WEIGHT * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(1)
-    vae.eval()
+        return (rec - x).pow(2).mean() + 0.5 * (rec - x).abs().mean() + KL_WEIGHT * kl
+
+    losses = fit(vae, opt, recipe.vae_steps,
+                 lambda step: recipe.vae_lr * warmup_cosine(step, recipe.vae_steps), batch_loss,
+                 clip_norm=1.0, progress=progress)  # fmt: skip
     log.info("VAE: loss %.4f -> %.4f over %d steps", losses[0], losses[-1], len(losses))
     return losses
 

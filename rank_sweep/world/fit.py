@@ -1,0 +1,48 @@
+"""The one small training loop of the world's parts (VAE, base transformer, detector):
+AdamW steps on a caller's batch loss, the caller's lr schedule, optional gradient clipping.
+Each caller keeps its own data, loss and randomness (local generators, in its own order)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+
+
+def warmup_cosine(step: int, total: int) -> float:
+    """lr factor: linear warm-up over the first 5% of steps, then cosine to 0."""
+    warm = max(1, total // 20)
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+
+def fit(
+    module: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    steps: int,
+    lr_at: Callable[[int], float],
+    batch_loss: Callable[[int], torch.Tensor],
+    *,
+    clip_norm: float | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> list[float]:
+    """`steps` optimizer steps on `batch_loss(step)`; returns the per-step losses and leaves
+    `module` in eval mode."""
+    module.train()
+    losses = []
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step)
+        loss = batch_loss(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), clip_norm)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(1)
+    module.eval()
+    return losses
