@@ -138,3 +138,22 @@ def test_world_stamp_names_the_world(compose):
         "world.fingerprint": world_fingerprint("smoke", 0),
     }
     assert world_stamp(compose(["model.world=null"]).model) == {}
+
+
+def test_build_does_not_depend_on_the_ambient_thread_count(tmp_path, smoke_world):
+    """CPU reductions depend on the thread count; the build fixes it (recipe.threads), so a
+    busy machine (1 free core) builds the same weights as a quiet one."""
+    from rank_sweep.world.build import build_world
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if before > 1 else 2)  # not what the fixture's build had
+        build_world(tmp_path / "one", "smoke", 0)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.get_num_threads() == before  # restored
+    for part in ("vae", "transformer"):
+        name = "diffusion_pytorch_model.safetensors"
+        a = (tmp_path / "one" / "model" / part / name).read_bytes()
+        b = (smoke_world.model_dir / part / name).read_bytes()
+        assert a == b, part

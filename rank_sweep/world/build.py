@@ -101,6 +101,19 @@ def _features(net: torch.nn.Module, clips: np.ndarray) -> np.ndarray:
 
 def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
     """Train and write every part of the world into `out`; returns the world.json dict."""
+    r = recipe_for(preset)
+    out = Path(out)
+    gen = np.random.default_rng([seed, WORLD_VERSION])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(r.threads)  # part of the recipe: the bytes depend on it
+    try:
+        info = _build(out, preset, seed, r, gen)
+    finally:
+        torch.set_num_threads(threads)
+    return info
+
+
+def _build(out: Path, preset: str, seed: int, r: WorldRecipe, gen: np.random.Generator) -> dict:
     from rank_sweep.eval.metrics import fvd_from_features
     from rank_sweep.model.spec import WanSpec
     from rank_sweep.model.tiny import make_tiny
@@ -108,12 +121,9 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
     from rank_sweep.world import vae as wvae
     from rank_sweep.world.pools import windows
 
-    r = recipe_for(preset)
-    out = Path(out)
     timings: dict[str, float] = {}
     total = r.vae_steps + r.det_steps + r.base_steps
     bar = tqdm(total=total, desc=f"world build ({preset})", unit="step", **progress_kwargs())
-    gen = np.random.default_rng([seed, WORLD_VERSION])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         t0 = time.perf_counter()
@@ -200,6 +210,7 @@ def build_world(out: Path, preset: str, seed: int) -> dict[str, Any]:
             "base": [round(base_losses[0], 5), round(base_losses[-1], 5)],
         },
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "torch": torch.__version__,  # kernels (and so the bytes) may differ across versions
         "detector": {"name": detector.DETECTOR_NAME, "pretrained": False, "file": DETECTOR_FILE},
     }
     (out / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")

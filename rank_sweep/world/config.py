@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
-WORLD_VERSION = 1  # bump when the build code changes what it writes
+WORLD_VERSION = 2  # bump when the build code changes what it writes (2: fixed build threads)
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class WorldRecipe:
     det_lr: float = 2e-3
     det_width: int = 16  # channels of the first conv; features are 4x this
     eval_clips: int = 32  # held-out clips for the build's PSNR / reconstruction FVD
+    # CPU kernels split their reductions by thread count, so the trained weights depend on
+    # it (measured: 1 vs 2 threads give other VAE/transformer bytes). A fixed count makes
+    # the build the same on a quiet or a busy machine; 2 is this 2-core VM's full width.
+    threads: int = 2
 
 
 PRESETS: dict[str, WorldRecipe] = {
