@@ -107,7 +107,14 @@ def analyse(tmp: Path, name: str, boot: int) -> dict:
             if None not in vals and len(tuned) > 2
             else float("nan")
         )
-        tied = sorted(n for n in lora if rows[n]["tied_best"])
+        # ranks tied with the best rank (the report's tied set is against the best run,
+        # which may be full fine-tuning)
+        k_b = tuned.index(best)
+        tied = sorted(
+            n for n in lora
+            if paired_delta(rows[n]["fvd"], rows[best]["fvd"], reps[:, tuned.index(n)],
+                            reps[:, k_b], 0.95).lo <= 0
+        )  # fmt: skip
         out.update(best=best, worst=worst, sep=sep, rho=rho, tied=tied)
     return out
 
@@ -151,6 +158,8 @@ def main() -> int:
     p.add_argument("--skip-pruned", action="store_true", help="only the unpruned seeds")
     p.add_argument("--json", type=Path, default=None, help="write the numbers here too")
     p.add_argument("--keep", type=Path, default=None, help="stores here instead of a temp dir")
+    p.add_argument("--analyse-only", action="store_true",
+                   help="no sweeps: read the stores a run left in --keep")  # fmt: skip
     args = p.parse_args()
     os.environ.setdefault("RANK_SWEEP_ROOT", str(REPO))
     from rank_sweep.world import ensure_world
@@ -164,15 +173,19 @@ def main() -> int:
     out: dict = {"world": info["fingerprint"], "build_s": info["timings_s"], "seeds": []}
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="bench_world-"))
     tmp.mkdir(parents=True, exist_ok=True)
+
+    def sweep(name: str, overrides: list[str]) -> float:
+        return 0.0 if args.analyse_only else run_sweep(tmp, name, overrides)
+
     if not args.skip_pruned:
-        s = run_sweep(tmp, "pruned", extra)
+        s = sweep("pruned", extra)
         res = analyse(tmp, "pruned", args.boot)
         show("demo sweep, pruned (prune=sha), seed 0", res, s)
         out["pruned"] = {**res, "seconds": s}
     winners = []
     for seed in range(args.seeds):
         name = f"grid-s{seed}"
-        s = run_sweep(tmp, name, [*extra, "prune=none", f"train.seed={seed}"])
+        s = sweep(name, [*extra, "prune=none", f"train.seed={seed}"])
         res = analyse(tmp, name, args.boot)
         show(f"seed {seed}, no pruning", res, s)
         winners.append((res["best"], res["tied"]))

@@ -112,6 +112,30 @@ def test_sweep_ranks_a_run_that_finished_under_another_state_dir(tmp_path: Path)
     assert {t.user_attrs["arm"]: t.state.name for t in study.trials}["lora-r4"] == "COMPLETE"
 
 
+def test_a_later_sweep_does_not_take_over_a_pruned_run(tmp_path: Path) -> None:
+    """Sweep A prunes a rank; sweep B (another name, prune=none) trains the same rank from
+    the shared checkpoint into a run of its own: A's pruned run keeps its sweep and status,
+    so A's report still has every rank."""
+    st = {"dir": str(tmp_path), "mlflow": f"sqlite:///{tmp_path}/mlflow.db",
+          "optuna": f"sqlite:///{tmp_path}/optuna.db"}  # fmt: skip
+    jobs = f"state_dir={tmp_path}/jobs"
+    cli(st, "-m", "sweep_name=first", "lora.rank=4,8,16", jobs)
+    pa, kids_a = runs_of(st, "first")
+    pruned = {r.info.run_id for r in kids_a if r.data.tags[C.TAG_STATUS] == "pruned"}
+    assert pruned, "the tiny sweep pruned nothing: the test needs a pruned rank"
+    cli(st, "-m", "sweep_name=second", "lora.rank=4,8,16", "prune=none", jobs)
+    _, kids_a2 = runs_of(st, "first")
+    assert {r.info.run_id for r in kids_a2} == {r.info.run_id for r in kids_a}
+    for r in kids_a2:
+        if r.info.run_id in pruned:
+            assert r.data.tags[C.TAG_STATUS] == "pruned"
+            assert r.data.tags[C.TAG_SWEEP_ID] == pa.data.tags[C.TAG_SWEEP_ID]
+    _, kids_b = runs_of(st, "second")
+    assert sorted(r.info.run_name for r in kids_b) == ["lora-r16", "lora-r4", "lora-r8"]
+    assert all(r.data.tags[C.TAG_STATUS] == "completed" for r in kids_b)
+    assert not pruned & {r.info.run_id for r in kids_b}
+
+
 def test_sweep_basic_parent_children_and_trials(stores) -> None:
     cli(stores, "-m", "sweep_name=basic", "lora.rank=4,8")
     parent, children = runs_of(stores, "basic")

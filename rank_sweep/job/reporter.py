@@ -63,21 +63,40 @@ class Reporter:
                 self._adopt_reused(uri)
                 return
             self.tracker = Tracker(uri, cfg.track.experiment)
-            saved = self._saved_ids()
             run_id = self.tracker.start(
                 run_name=self.identity.label,
                 tags=self._tags(),
                 params=params,
                 parent_run_id=getattr(self.sweep, "parent_run_id", None),
-                resume_run_id=saved.get("run_id"),
+                resume_run_id=self._resumable_run_id(uri),
                 system_metrics=bool(cfg.track.system_metrics),
             )
-            self._save_ids(run_id=run_id)
+            self._save_ids(run_id=run_id, sweep_id=self._sweep_id())
         if self.sweep is not None and self._job_owns_trial():
             self._open_trial()
 
     def _sweep_id(self) -> str | None:
         return getattr(self.sweep, "sweep_id", None)
+
+    def _resumable_run_id(self, uri: str) -> str | None:
+        """The MLflow run this state dir last wrote to, if it is this sweep's (or, outside
+        any sweep, a single run's): a killed job continues its own run. A run of another
+        sweep stays where it is (that sweep's report keeps its row); this job opens its
+        own run, while its training still resumes from the shared checkpoint."""
+        saved = self._saved_ids()
+        run_id = saved.get("run_id")
+        if not run_id:
+            return None
+        if "sweep_id" in saved:
+            owner = saved["sweep_id"]
+        else:  # state written before run.json named its sweep: ask the store
+            from rank_sweep.track.runs import run_tags
+
+            owner = (run_tags(uri, run_id) or {}).get(C.TAG_SWEEP_ID)
+        if owner != self._sweep_id():
+            log.info("run %s belongs to sweep %s: this job opens its own run", run_id, owner)
+            return None
+        return run_id
 
     def _job_owns_trial(self) -> bool:
         """Under prune=sha/none the sweeper owns the Optuna trials; jobs only under the

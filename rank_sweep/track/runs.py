@@ -171,6 +171,16 @@ def end_run(uri: str, run_id: str, tags: dict[str, str], mlflow_status: str = "F
     with_lock_retry(lambda: client.set_terminated(run_id, mlflow_status), "end run")
 
 
+def run_tags(uri: str, run_id: str) -> dict[str, str] | None:
+    """Tags of run `run_id`; None when the store has no such run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(_client(uri).get_run(run_id).data.tags)
+    except MlflowException:
+        return None
+
+
 def artifact_uri(uri: str, run_id: str) -> str:
     """Where run `run_id` keeps its artifacts (a file:// dir or a server's mlflow-artifacts:)."""
     client = _client(uri)
