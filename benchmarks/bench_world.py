@@ -60,12 +60,12 @@ def analyse(tmp: Path, name: str, boot: int) -> dict:
     """The sweep's runs with the report's paired columns, plus worst-rank separation."""
     from rank_sweep.eval.stats import BootstrapSpec, paired_delta, replicate_table
     from rank_sweep.report import load_runs
-    from rank_sweep.report.paired import add_paired, download_features
+    from rank_sweep.report.paired import add_paired, artifact_owners, download_features
     from rank_sweep.report.table import arm_name
 
     uri = f"sqlite:///{tmp}/mlflow.db"
     df = load_runs(uri, sweep_id=_sweep_id(uri, name), borrow_baseline=False)
-    feats = download_features(uri, list(df["run_id"]))
+    feats = download_features(uri, list(df["run_id"]), artifact_owners(df))
     df, _ = add_paired(df, feats, n_boot=boot)
     ds = "synthetic"
     col = f"fvd/{ds}"

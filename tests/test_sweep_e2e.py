@@ -110,6 +110,16 @@ def test_sweep_ranks_a_run_that_finished_under_another_state_dir(tmp_path: Path)
     assert [p.name for p in records] == ["step00000004.json"]  # restored, not retrained
     study = optuna.load_study(study_name=doc["sweep_id"], storage=st["optuna"])
     assert {t.user_attrs["arm"]: t.state.name for t in study.trials}["lora-r4"] == "COMPLETE"
+    # the sweep's report pairs the reused copy too (its features stay with the source run)
+    import pandas as pd
+
+    from rank_sweep.report import build_report, load_runs
+
+    df = load_runs(st["mlflow"], sweep_id=doc["sweep_id"])
+    csv = pd.read_csv(build_report(df, tmp_path / "report").csv)
+    r4 = csv[csv["rank"] == 4].iloc[0]
+    assert isinstance(r4["reused_from"], str) and r4["reused_from"]
+    assert pd.notna(r4["pdelta_fvd_best/synthetic"])
 
 
 def test_a_later_sweep_does_not_take_over_a_pruned_run(tmp_path: Path) -> None:

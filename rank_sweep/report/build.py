@@ -56,7 +56,8 @@ def build_report(
     df, bad_ci = paired.drop_bad_intervals(df)
     if features is None:
         uri = df.attrs.get("tracking_uri")
-        features = paired.download_features(uri, list(df["run_id"])) if uri else {}
+        owners = paired.artifact_owners(df)  # reused runs: artifacts at the source run
+        features = paired.download_features(uri, list(df["run_id"]), owners) if uri else {}
     df, unpaired = paired.add_paired(df, features)
     warnings = report_warnings(df) + bad_ci + unpaired
     for w in warnings:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from rank_sweep.eval.extra_metrics import EXTRA_METRICS, HIGHER_IS_BETTER, paired_interval
 from rank_sweep.report.table import arm_name, baseline_rows
+from rank_sweep.track import contract as C
 from rank_sweep.train.early_stop import TAG_PLATEAU_STEP
 from rank_sweep.train.stages import TAG_RECIPE, TAG_STAGES
 
@@ -42,7 +43,10 @@ def extra_record(run, client=None) -> dict:
         "recipe": tags.get(TAG_RECIPE, "one_stage"),
         "stages": tags.get(TAG_STAGES, ""),
         "plateau_step": _int(tags.get(TAG_PLATEAU_STEP)),
-        "extra_per_clip": _per_clip(client, run.info.run_id) if client is not None else {},
+        # a reused copy's artifacts stay with the run it was reused from
+        "extra_per_clip": _per_clip(client, tags.get(C.TAG_REUSED_FROM) or run.info.run_id)
+        if client is not None
+        else {},
     }
     for key, value in metrics.items():
         if "/" in key and key.split("/", 1)[0] in EXTRA_COLUMNS:

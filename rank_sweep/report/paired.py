@@ -61,22 +61,34 @@ def read_features(path: Path) -> RunFeatures:
     return RunFeatures(real, fake, stamp)
 
 
-def download_features(tracking_uri: str | None, run_ids: list[str]) -> dict[str, RunFeatures]:
-    """run id -> its final-tier features (runs without the artifact are left out)."""
+def download_features(
+    tracking_uri: str | None, run_ids: list[str], owners: dict[str, str] | None = None
+) -> dict[str, RunFeatures]:
+    """run id -> its final-tier features (runs without the artifact are left out). A run
+    reused into a sweep is a copy whose artifacts stay with the run that did the work:
+    `owners` maps such a run id to that run's id."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
+    owners = owners or {}
     out: dict[str, RunFeatures] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for rid in run_ids:
             art = f"{FEATURES_ARTIFACT_DIR}/{GEN_FEATURES_FILE}"
             try:
-                local = client.download_artifacts(rid, art, str(Path(tmp) / rid))
+                local = client.download_artifacts(owners.get(rid) or rid, art, str(Path(tmp) / rid))
             except Exception as exc:  # noqa: BLE001 - absent artifact: run is not paired
                 log.info("run %s has no %s (%s): not paired", rid[:8], art, type(exc).__name__)
                 continue
             out[rid] = read_features(Path(local))
     return out
+
+
+def artifact_owners(df: pd.DataFrame) -> dict[str, str]:
+    """run id -> the run holding its artifacts (itself, or the run it was reused from)."""
+    if "reused_from" not in df:
+        return {}
+    return {r: f for r, f in zip(df["run_id"], df["reused_from"]) if isinstance(f, str) and f}
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:

@@ -24,7 +24,7 @@ class SampleStrip:
     label: str  # the run's setting, as the report names it (table.arm_name)
     png: Path  # copied beside the report
     video_artifact: str | None  # `samples/stepNNNNNN_side_by_side.mp4` in the run
-    run_id: str
+    run_id: str  # the run holding the video (a reused copy: its source)
 
 
 def collect_strips(df: pd.DataFrame, out_dir: Path) -> list[SampleStrip]:
@@ -38,8 +38,9 @@ def collect_strips(df: pd.DataFrame, out_dir: Path) -> list[SampleStrip]:
     out = []
     dest = Path(out_dir) / SAMPLES_DIR
     for _, r in df.iterrows():
+        owner = r.get("reused_from") or r["run_id"]  # a reused copy: the source's artifacts
         try:
-            names = sorted(a.path for a in client.list_artifacts(r["run_id"], SAMPLES_DIR))
+            names = sorted(a.path for a in client.list_artifacts(owner, SAMPLES_DIR))
         except Exception as exc:  # noqa: BLE001 - a run without artifacts still reports
             log.debug("no samples for run %s: %s", r["run_id"], exc)
             continue
@@ -47,10 +48,10 @@ def collect_strips(df: pd.DataFrame, out_dir: Path) -> list[SampleStrip]:
         if not strips:
             continue
         newest = strips[-1]  # step-numbered names sort by step
-        local = Path(client.download_artifacts(r["run_id"], newest))
+        local = Path(client.download_artifacts(owner, newest))
         dest.mkdir(parents=True, exist_ok=True)
         target = dest / f"{r['run_id'][:8]}_{local.name}"
         shutil.copyfile(local, target)
         video = newest.replace(STRIP_SUFFIX, SIDE_BY_SIDE_SUFFIX)
-        out.append(SampleStrip(arm_name(r), target, video if video in names else None, r["run_id"]))
+        out.append(SampleStrip(arm_name(r), target, video if video in names else None, owner))
     return out
