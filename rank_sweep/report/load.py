@@ -14,6 +14,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from rank_sweep import paths
+from rank_sweep.eval.tiers import periodic_metric
 from rank_sweep.paths import ENV_TRACKING_URI
 from rank_sweep.report.extra import extra_record
 from rank_sweep.report.table import derive_columns
@@ -163,13 +164,18 @@ def run_record(client, run, sweep_id: str | None) -> dict[str, Any]:
     for key, value in metrics.items():
         if C.parse_dataset_metric(key) is not None:
             rec[key] = value
+    # The curve over steps is the periodic tier's FVD (validation slice, every eval); the
+    # final tier (test split) is one point per run, drawn apart with its interval.
     history: dict[str, list[tuple[int, float]]] = {}
     for ds in C.metric_datasets(metrics):
         fvd_key = C.dataset_metric(C.FVD, ds)
         if fvd_key in metrics:
             h = _history(client, run.info.run_id, fvd_key)
-            history[ds] = list(zip(h["step"].astype(int), h["value"].astype(float)))
             rec[C.dataset_metric("best_fvd", ds)] = float(h["value"].min())
+        val_key = periodic_metric(C.FVD, ds)
+        if val_key in metrics:
+            h = _history(client, run.info.run_id, val_key)
+            history[ds] = list(zip(h["step"].astype(int), h["value"].astype(float)))
     rec["fvd_history"] = history
     for key, value in params.items():
         if key.startswith(C.PROTOCOL_PREFIX):

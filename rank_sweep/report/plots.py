@@ -172,7 +172,10 @@ def fig_fvd_vs_params(df: pd.DataFrame) -> Figure:
 
 
 def fig_fvd_over_steps(df: pd.DataFrame) -> Figure:
-    """FVD at each eval step, one line per run; pruned runs end in a red cross."""
+    """The periodic tier's FVD (validation slice, light protocol) at each eval, one line per
+    run, and each completed run's final-tier FVD (test split) as a diamond with its 95% CI at
+    its last step: two tiers, told apart in the legend, never joined. Pruned runs end in a
+    red cross; the untrained base is the dotted line (final tier)."""
     names = datasets(df)
     fig, axes = _axes(len(names), "FVD over training steps")
     _empty_if_no_datasets(axes, names)
@@ -180,39 +183,43 @@ def fig_fvd_over_steps(df: pd.DataFrame) -> Figure:
     for ax, ds in zip(axes, names):
         drawn = 0
         widths: list[float] = []
+        final_col = C.dataset_metric(C.FVD, ds)
         for _, r in df.iterrows():
-            hist = (
-                (r.get("fvd_history") or {}).get(ds)
-                if isinstance(r.get("fvd_history"), dict)
-                else None
-            )
-            if not hist:
+            if is_base(r):  # scored once at step 0 by the final tier: the line below
                 continue
-            if is_base(r):  # one eval at step 0: drawn as the line every run starts from
-                continue
-            steps, vals = zip(*hist)
+            hist = r.get("fvd_history")
+            hist = hist.get(ds) if isinstance(hist, dict) else None
             is_full = r["method"] == C.METHOD_FULL
             color = "k" if is_full or pd.isna(r["rank"]) else colors[int(r["rank"])]
             label = arm_name(r, short=True)
             if not pd.isna(r["seed"]) and df["seed"].nunique() > 1:
                 label += f" s{int(r['seed'])}"
-            ax.plot(steps, vals, "--" if is_full else "-o", color=color, ms=3, label=label)
-            drawn += 1
-            if r["status"] == "pruned":
-                at = int(r["pruned_step"]) if not pd.isna(r["pruned_step"]) else steps[-1]
-                y = vals[steps.index(at)] if at in steps else vals[-1]
-                ax.plot([at], [y], "x", color="crimson", ms=12, mew=2)
-                ax.annotate(f"pruned @ {at}", (at, y), textcoords="offset points", xytext=(4, -12),
-                            fontsize=8, color="crimson")  # fmt: skip
+            if hist:
+                steps, vals = zip(*hist)
+                ax.plot(steps, vals, "--" if is_full else "-o", color=color, ms=3, label=label)
+                drawn += 1
+                if r["status"] == "pruned":
+                    at = int(r["pruned_step"]) if not pd.isna(r["pruned_step"]) else steps[-1]
+                    y = vals[steps.index(at)] if at in steps else vals[-1]
+                    ax.plot([at], [y], "x", color="crimson", ms=12, mew=2)
+                    ax.annotate(f"pruned @ {at}", (at, y), textcoords="offset points",
+                                xytext=(4, -12), fontsize=8, color="crimson")  # fmt: skip
+            v = r.get(final_col, np.nan)
+            if pd.isna(v) or pd.isna(r.get("steps_done", np.nan)):
+                continue
             lo, hi = r.get(f"fvd_ci_lo/{ds}", np.nan), r.get(f"fvd_ci_hi/{ds}", np.nan)
-            if not (pd.isna(lo) or pd.isna(hi)):  # the final value's interval, at its step
-                ax.errorbar([steps[-1]], [vals[-1]], yerr=[[abs(vals[-1] - lo)], [abs(hi - vals[-1])]],
-                            fmt="none", ecolor=color, capsize=4, lw=1.5)  # fmt: skip
+            yerr = None if pd.isna(lo) or pd.isna(hi) else [[v - lo], [hi - v]]
+            ax.errorbar([r["steps_done"]], [v], yerr=yerr, fmt="D", color=color, ms=6, capsize=4,
+                        lw=1.5, label=None if hist else label)  # fmt: skip
+            drawn += 1
+            if yerr is not None:
                 widths.append(float(hi - lo))
-        _base_line(ax, df, C.dataset_metric(C.FVD, ds))
+        _base_line(ax, df, final_col)
         if drawn == 0:
             _no_data(ax, f"fvd/{ds} history")
         else:
+            ax.plot([], [], "D", color="grey", label="final tier (test), 95% CI")
+            ax.plot([], [], "-o", color="grey", ms=3, label="periodic tier (val slice)")
             _legend(ax)
             _at_least_interval_scale(ax, widths)
         ax.set(title=ds, xlabel="training step", ylabel=METRIC_LABEL["fvd"])
