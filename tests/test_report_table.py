@@ -130,6 +130,7 @@ def write_sweep(
         for ds in DATASETS:
             for s in steps:
                 metrics[(f"fvd/{ds}", s)] = _fvd(rank, s, ds, seed)
+                metrics[(f"val_fvd/{ds}", s)] = _fvd(rank, s, ds, seed)  # periodic tier curve
                 metrics[(f"kid/{ds}", s)] = _fvd(rank, s, ds, seed) / 1000
             if steps and status == "completed" and rank not in no_ci:
                 f = _fvd(rank, steps[-1], ds, seed)
