@@ -58,6 +58,7 @@ report: $(STAMP) ## comparison table, plots and HTML report from the MLflow stor
 # The stores come from rank_sweep.paths, the place jobs, sweeps and the report ask too
 # (so $RANK_SWEEP_TRACKING_URI moves all of them together).
 ui: $(STAMP) ## MLflow UI on 127.0.0.1:5000 ($RANK_SWEEP_TRACKING_URI or sqlite:///mlflow.db)
+	@echo "open the runs table: $$($(BIN)/python -m rank_sweep.paths ui-url)"
 	$(BIN)/mlflow ui --backend-store-uri "$$($(BIN)/python -m rank_sweep.paths tracking-uri)" --host 127.0.0.1 --port 5000 --workers 1
 
 SWEEP ?=

@@ -53,9 +53,19 @@ def optuna_storage(configured: str | None = None) -> str:
     return configured or f"sqlite:///{REPO_ROOT / 'optuna.db'}"
 
 
+UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves MLflow
+
+
+def ui_runs_url(experiment: str = "rank_sweep") -> str:
+    """The page `make ui` should be opened on: the experiment's runs table."""
+    from rank_sweep.track.store import experiment_id_of, runs_page
+
+    return runs_page(UI_URL, experiment_id_of(tracking_uri(), experiment))
+
+
 if __name__ == "__main__":  # `make ui` / `make optuna-ui` ask here which store to open
     what = sys.argv[1] if len(sys.argv) > 1 else ""
-    stores = {"tracking-uri": tracking_uri, "optuna-storage": optuna_storage}
+    stores = {"tracking-uri": tracking_uri, "optuna-storage": optuna_storage, "ui-url": ui_runs_url}
     if what not in stores:
         sys.exit(f"usage: python -m rank_sweep.paths {{{' | '.join(stores)}}}")
     sys.stdout.write(stores[what]() + "\n")

@@ -1,6 +1,7 @@
 """`make ui`'s MLflow server, started the way the Makefile starts it, lists the sweep's child
 runs over its REST API and serves its landing page (the experiment opens on the runs table:
-the experiment-kind tag is what MLflow 3 reads for that)."""
+with MLflow 3.17 that takes the `workflowType` URL parameter `make ui` prints: the tag alone
+left the page on the GenAI view, seen in a screenshot); Chromium renders that page."""
 
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ def sweep_store(tmp_path: Path) -> tuple[str, str, list[str]]:
     return uri, pid, kids
 
 
-@pytest.mark.slow
 def test_mlflow_ui_lists_child_runs_over_rest(sweep_store, tmp_path: Path) -> None:
     from rank_sweep.utils.browser import chromium, experiment_url, headless, mlflow_ui, screenshot
 
@@ -76,3 +76,16 @@ def test_mlflow_ui_lists_child_runs_over_rest(sweep_store, tmp_path: Path) -> No
             assert screenshot(driver, experiment_url(base, exp["experiment_id"]), shot,
                               ["sweep-x"]), driver.page_source[-3000:]  # fmt: skip
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_make_ui_prints_the_runs_table_url(sweep_store, monkeypatch) -> None:
+    """`make ui` prints the page to open: the experiment's runs in MLflow's training view."""
+    from mlflow.tracking import MlflowClient
+
+    from rank_sweep.paths import UI_URL, ui_runs_url
+
+    uri = sweep_store[0]
+    monkeypatch.setenv("RANK_SWEEP_TRACKING_URI", uri)
+    exp_id = MlflowClient(uri).get_experiment_by_name(EXP).experiment_id
+    assert ui_runs_url(EXP) == f"{UI_URL}/#/experiments/{exp_id}?workflowType=machine_learning"
+    assert ui_runs_url("no_such_experiment") == f"{UI_URL}/#/?workflowType=machine_learning"

@@ -64,6 +64,28 @@ def check_uri(uri: str) -> None:
 # MLflow 3 opens an experiment in its GenAI view (traces, assistant) unless it is tagged as
 # model training: with this tag `make ui` lands on the runs table.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow 3.17's UI takes its view (GenAI or model training) from this URL parameter, else
+# from the browser's last choice, default GenAI: the experiment tag alone does not open the
+# runs table (seen in a headless-Chromium screenshot). Links to the runs carry it.
+RUNS_VIEW_QUERY = "workflowType=machine_learning"
+
+
+def runs_page(base_url: str, experiment_id: str | None) -> str:
+    """The MLflow UI page listing an experiment's runs (the UI's root without one)."""
+    if experiment_id is None:
+        return f"{base_url}/#/?{RUNS_VIEW_QUERY}"
+    return f"{base_url}/#/experiments/{experiment_id}?{RUNS_VIEW_QUERY}"
+
+
+def experiment_id_of(uri: str, experiment: str) -> str | None:
+    """The experiment's id in the store at `uri`, or None (never creates anything)."""
+    from mlflow.tracking import MlflowClient
+
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return None
+    exp = MlflowClient(uri).get_experiment_by_name(experiment)
+    return None if exp is None else exp.experiment_id
 
 
 def ensure_store(uri: str, experiment: str) -> str:

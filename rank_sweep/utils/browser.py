@@ -119,14 +119,17 @@ def screenshot(driver: Any, url: str, out: Path, wait_texts: list[str] = ()) -> 
 
 
 def experiment_url(base: str, experiment_id: str) -> str:
-    """MLflow's landing page of an experiment (its runs table when tagged as training)."""
-    return f"{base}/#/experiments/{experiment_id}"
+    """The page `make ui` points at: the experiment's runs table (model-training view)."""
+    from rank_sweep.track.store import runs_page
+
+    return runs_page(base, experiment_id)
 
 
 def main(argv: list[str] | None = None) -> int:
     from mlflow.tracking import MlflowClient
 
     from rank_sweep.paths import tracking_uri
+    from rank_sweep.track import contract as C
 
     p = argparse.ArgumentParser(
         prog="python -m rank_sweep.utils.browser",
@@ -144,8 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     if exp is None:
         sys.stderr.write(f"no experiment {args.experiment!r} in {uri}: run `make demo` first\n")
         return 1
-    names = sorted({r.info.run_name for r in client.search_runs([exp.experiment_id],
-                                                                max_results=20)})[:3]  # fmt: skip
+    # the sweeps' parent runs: the rows a collapsed runs table shows
+    parents = client.search_runs([exp.experiment_id], f"tags.`{C.TAG_ROLE}` = '{C.ROLE_SWEEP}'",
+                                 max_results=3)  # fmt: skip
+    names = [r.info.run_name for r in parents]
     with headless(args.width) as driver:
         if args.report is not None:
             shot = args.out / "report.png"
