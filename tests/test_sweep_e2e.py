@@ -81,8 +81,8 @@ def runs_of(stores: dict[str, str], sweep_name: str) -> tuple[object, list]:
 
 def test_single_run_trains_and_writes_summary(stores, tmp_path: Path) -> None:
     out = tmp_path / "job"
-    # rank 2: not an arm of the sweeps below (a finished run reused by a rung-paused sweep
-    # arm has no rung record in this state dir; see README, Pruning)
+    # rank 2: not an arm of the sweeps below, which count their own trained runs (reuse of
+    # a finished run across sweeps has its own test)
     cli(stores, "lora.rank=2", f"output_dir={out}", "sweep_name=single")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "lora" and summary["rank"] == 2 and summary["steps"] == 4
