@@ -43,7 +43,7 @@ demo: $(STAMP) ## embedded-default sweep: ranks 4..64 + full baseline (tiny Wan,
 	@echo ""
 	@echo "done. Look at:"
 	@echo "  make report      -> reports/<sweep>/report.html, results.csv, plots"
-	@echo "  make ui          -> MLflow UI on http://127.0.0.1:5000 (experiment rank_sweep)"
+	@echo "  make ui          -> MLflow UI on 127.0.0.1:5000; it prints the runs-table URL to open"
 	@echo "  make optuna-ui   -> Optuna dashboard on http://127.0.0.1:8080 (trials, pruning)"
 
 sweep: $(STAMP) ## LoRA rank sweep: make sweep RANKS=4,8,16 ARGS="data=ucf101 ..."
