@@ -220,3 +220,15 @@ def smoke_world(isolated_cache: Path, smoke_world_env: str):
     from rank_sweep.world import ensure_world
 
     return ensure_world("smoke", 0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """(train) Tiny matmuls on a shared 2-core box are far faster (and as deterministic) on
+    one thread; a module opts in with `pytestmark = pytest.mark.usefixtures(...)`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,13 +15,7 @@ from rank_sweep.prune.schedule import PruneSettings, rung_steps
 from rank_sweep.train.loop import train
 from rank_sweep.train.steps import per_item_val_losses, validation_loss
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _train(state: Path, model, **kw):

@@ -22,12 +22,7 @@ from rank_sweep.train.loop import TrainHooks, train
 STEPS = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _single(state: Path, hooks: TrainHooks | None = None) -> dict[str, torch.Tensor]:

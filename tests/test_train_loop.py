@@ -15,14 +15,7 @@ from rank_sweep.train.checkpoint import STATE, WEIGHTS, find_checkpoint
 from rank_sweep.train.loop import NonFiniteLossError, TrainHooks, TrainResult, train
 from rank_sweep.train.steps import DataPos, cosine_warmup_factor, next_indices
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls on a shared 2-core box are far faster (and as deterministic) on 1 thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _run(

@@ -424,13 +424,8 @@ class JobRunner:
             "evals": rec.history,
             "skipped_clips": self.skipped,
         }
-        summary_path = self.out_dir / C.SUMMARY_FILE
-        write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))
         self.reporter.log_artifact(path, C.RUNGS_ARTIFACT_DIR)
-        self.reporter.log_artifact(self.out_dir / C.CONFIG_FILE)
-        self.reporter.log_artifact(summary_path)
-        self.reporter.finish(C.COMPLETED, rec.objective)
-        after_finish(cfg, self.state_dir, C.COMPLETED)
+        self._publish(summary)
         log.info("base scored: %s=%s, val loss %.4f", rec.key, rec.objective, val_loss)
         return JobOutcome(C.COMPLETED, rec.objective, summary)
 
@@ -463,8 +458,6 @@ class JobRunner:
             plain, self.identity.method, self.out_dir / weights, self.identity.lora_meta(),
             save_dtype(self.cfg),
         )  # fmt: skip
-        summary_path = self.out_dir / C.SUMMARY_FILE
-        write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))
         self.reporter.log_metrics(
             {
                 C.STEP_TIME_S: result.step_time_s,
@@ -475,11 +468,19 @@ class JobRunner:
             },
             result.steps_done,
         )
-        self.reporter.log_artifact(self.out_dir / C.CONFIG_FILE)
-        self.reporter.log_artifact(summary_path)
         for item in result_artifacts(self.out_dir / weights):  # diffusers + ComfyUI files
             self.reporter.log_artifact(item, weights)
+        self._publish(summary)
+
+    def _publish(self, summary: dict[str, Any]) -> None:
+        """The end of every finished job (trained or the scored base): summary.json in the
+        run dir and among the artifacts with the config, the final status, the state trim."""
+        summary_path = self.out_dir / C.SUMMARY_FILE
+        write_text_atomic(summary_path, json.dumps(summary, indent=2, default=str))
+        self.reporter.log_artifact(self.out_dir / C.CONFIG_FILE)
+        self.reporter.log_artifact(summary_path)
+        status = summary["status"]
         self.reporter.finish(
-            summary["status"], self.recorder.objective, pruned_step=summary["pruned_step"]
+            status, self.recorder.objective, pruned_step=summary.get("pruned_step")
         )
-        after_finish(self.cfg, self.state_dir, summary["status"])  # trim resume state for reuse
+        after_finish(self.cfg, self.state_dir, status)  # trim resume state for reuse

@@ -179,9 +179,10 @@ def plan_job(cfg: DictConfig, gpu: GpuSpec, launcher: Launcher | None = None) ->
         launcher.time_limit_h,
     )
     wall += max(starts, 1) * LOAD_H
-    label = f"lora-r{rank}" if rank is not None else "base" if is_base else "full"
+    from rank_sweep.job.identity import JobIdentity  # owns the arm's label
+
     plan = JobPlan(
-        label=label,
+        label=JobIdentity.from_config(cfg).label,
         method=method,
         rank=rank,
         gpus=world,
