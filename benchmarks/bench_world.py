@@ -160,6 +160,9 @@ def main() -> int:
     p.add_argument("--keep", type=Path, default=None, help="stores here instead of a temp dir")
     p.add_argument("--analyse-only", action="store_true",
                    help="no sweeps: read the stores a run left in --keep")  # fmt: skip
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra override for every sweep (repeatable), e.g. "
+                        "eval.sample_steps=8: what-if runs of the protocol")  # fmt: skip
     args = p.parse_args()
     os.environ.setdefault("RANK_SWEEP_ROOT", str(REPO))
     from rank_sweep.world import ensure_world
@@ -169,7 +172,7 @@ def main() -> int:
     info = world.info()
     print(f"world {world.fingerprint}: ready in {time.perf_counter() - t0:.1f} s (build itself "
           f"{info['timings_s']['total_s']} s); metrics {info['metrics']}")  # fmt: skip
-    extra = [f"train.steps={args.steps}"] if args.steps else []
+    extra = ([f"train.steps={args.steps}"] if args.steps else []) + list(args.set)
     out: dict = {"world": info["fingerprint"], "build_s": info["timings_s"], "seeds": []}
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="bench_world-"))
     tmp.mkdir(parents=True, exist_ok=True)

@@ -114,4 +114,5 @@ def test_env_store_for_jobs_and_report_and_a_reused_job_says_where(tmp_path: Pat
     )  # fmt: skip
     assert report.returncode == 0, report.stderr[-3000:]
     assert report.stdout.startswith("1 runs ->")
+    assert "Downloading artifacts" not in report.stderr  # no MLflow bar per artifact read
     assert "8 (ratio, scale 2)" in (tmp_path / "report" / "report.md").read_text()
