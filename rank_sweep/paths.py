@@ -53,6 +53,21 @@ def optuna_storage(configured: str | None = None) -> str:
     return configured or f"sqlite:///{REPO_ROOT / 'optuna.db'}"
 
 
+JOB_DIRNAME_MAX = 120  # one path component must stay under the filesystem's 255 bytes
+
+
+def job_dirname(overrides: str, limit: int = JOB_DIRNAME_MAX) -> str:
+    """A job's dir name from its overrides (Hydra's override_dirname), cut to `limit`
+    characters with a hash of the whole so two long names never share a dir: a sweep with
+    many overrides otherwise fails at mkdir with "File name too long"."""
+    if len(overrides) <= limit:
+        return overrides
+    import hashlib
+
+    digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
+    return f"{overrides[: limit - 11]}-{digest}"
+
+
 UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves MLflow
 
 

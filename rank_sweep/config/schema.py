@@ -13,6 +13,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from rank_sweep.model.blocks import WAN_ATTENTION_LINEARS, WAN_BLOCK_LINEARS
+from rank_sweep.paths import job_dirname
 
 
 @dataclass
@@ -289,6 +290,7 @@ class RootConfig:
 RESOLVERS = {
     "wan_block_linears": lambda: list(WAN_BLOCK_LINEARS),
     "wan_attention_linears": lambda: list(WAN_ATTENTION_LINEARS),
+    "job_dirname": lambda overrides: job_dirname(str(overrides)),
 }
 
 
