@@ -35,8 +35,12 @@ REPO = Path(__file__).resolve().parent.parent
 REFS = ("full", "base")
 # The demo's arms (experiments/experiment/demo.yaml) without its sweep params: target
 # domain data, alpha = 2 x rank; `--no-demo` runs the plain embedded default instead.
-DEMO = ["data.synth.domain=target", "data.synth.videos_per_class=96", "data.max_train_clips=64",
-        "lora=ratio"]
+DEMO = [
+    "data.synth.domain=target",
+    "data.synth.videos_per_class=96",
+    "data.max_train_clips=64",
+    "lora=ratio",
+]
 
 
 @dataclass
