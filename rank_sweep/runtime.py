@@ -67,9 +67,6 @@ def plan_threads(cores: int | None = None, load: float | None = None) -> ThreadP
     """Threads = cores minus the cores other work keeps busy (rounded), at least 1, at most
     cores."""
     cores = cores or usable_cores()
-    env = os.environ.get("OMP_NUM_THREADS")
-    if env and env.isdigit() and int(env) > 0:  # the user's (or an earlier plan's) setting
-        return ThreadPlan(cores, load if load is not None else 0.0, int(env), "env")
     if load is None:
         load = busy_cores()
     if load is None:
@@ -77,6 +74,9 @@ def plan_threads(cores: int | None = None, load: float | None = None) -> ThreadP
             load = os.getloadavg()[0]
         except OSError:
             load = 0.0
+    env = os.environ.get("OMP_NUM_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return ThreadPlan(cores, load, int(env), "env")
     free = int(cores - load + 0.5)
     return ThreadPlan(cores, load, max(1, min(cores, free)), "free-cores")
 
