@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ _THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 @dataclass(frozen=True)
 class ThreadPlan:
     cores: int  # cores this process may run on
-    load: float  # cores busy with other work at start-up (see busy_cores)
+    load: float  # 1-minute load average at start-up
     threads: int  # intra-op threads chosen
     source: str  # "env" (user's OMP_NUM_THREADS) or "free-cores"
 
@@ -38,37 +37,9 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_cores(window: float = 0.25) -> float | None:
-    """Cores kept busy right now by other work: /proc/stat sampled across a short sleep (this
-    process sleeps meanwhile, so what ran was someone else). The 1-minute load average lags
-    and counts this process too: right after the world build, or once a sweep ran its first
-    job, it read ~2 on this 2-core machine and the sweep planned 1 thread with 2 cores idle.
-    None where /proc/stat is missing."""
-
-    def snap() -> tuple[int, int, int]:
-        with open("/proc/stat") as fh:
-            lines = fh.read().splitlines()
-        vals = [int(x) for x in lines[0].split()[1:9]]
-        ncpu = sum(1 for line in lines if line.startswith("cpu") and line[3:4].isdigit())
-        return sum(vals), vals[3] + vals[4], ncpu  # total, idle + iowait jiffies
-
-    try:
-        t0, i0, ncpu = snap()
-        time.sleep(window)
-        t1, i1, _ = snap()
-    except (OSError, ValueError, IndexError):
-        return None
-    if t1 <= t0 or ncpu < 1:
-        return None
-    return (1.0 - (i1 - i0) / (t1 - t0)) * ncpu
-
-
 def plan_threads(cores: int | None = None, load: float | None = None) -> ThreadPlan:
-    """Threads = cores minus the cores other work keeps busy (rounded), at least 1, at most
-    cores."""
+    """Threads = cores minus the load already on them (rounded), at least 1, at most cores."""
     cores = cores or usable_cores()
-    if load is None:
-        load = busy_cores()
     if load is None:
         try:
             load = os.getloadavg()[0]
