@@ -7,6 +7,7 @@ The MLflow store is chosen the same way for jobs, the sweep callback, the report
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -58,14 +59,14 @@ JOB_DIRNAME_MAX = 120  # one path component must stay under the filesystem's 255
 
 def job_dirname(overrides: str, limit: int = JOB_DIRNAME_MAX) -> str:
     """A job's dir name from its overrides (Hydra's override_dirname), cut to `limit`
-    characters with a hash of the whole so two long names never share a dir: a sweep with
-    many overrides otherwise fails at mkdir with "File name too long"."""
-    if len(overrides) <= limit:
+    bytes (the filesystem counts bytes, not characters) with a hash of the whole so two
+    long names never share a dir: a sweep with many overrides otherwise fails at mkdir
+    with "File name too long"."""
+    raw = overrides.encode()
+    if len(raw) <= limit:
         return overrides
-    import hashlib
-
-    digest = hashlib.sha1(overrides.encode()).hexdigest()[:10]
-    return f"{overrides[: limit - 11]}-{digest}"
+    digest = hashlib.sha1(raw).hexdigest()[:10]
+    return f"{raw[: limit - 11].decode(errors='ignore')}-{digest}"
 
 
 UI_URL = "http://127.0.0.1:5000"  # where `make ui` serves MLflow
