@@ -232,3 +232,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_tracking_store(isolated_cache: Path) -> str:
+    """(clean clone) A test that leaves the MLflow store to its default would otherwise
+    create `<repo>/mlflow.db`: the session's default store lives in its temp dir instead.
+    Tests of the default itself unset the variable with monkeypatch."""
+    uri = f"sqlite:///{isolated_cache.parent / 'default-mlflow.db'}"
+    os.environ["RANK_SWEEP_TRACKING_URI"] = uri
+    return uri
