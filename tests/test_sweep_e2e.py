@@ -263,9 +263,11 @@ def test_demo_sweep_holds_what_make_demo_promises(stores, tmp_path: Path) -> Non
     children, each with fvd/kid and a status tag, Optuna trial states matching those tags,
     and a report whose first row is the base, with paired deltas against it."""
     # test-size rungs at steps 2 and 4 (evals at 2 and 4): a pruned rank has its rung eval
-    # and the dataset at test size too (the demo's 96 clips per class only cost time here)
+    # and the dataset at test size too (the demo's 96 clips per class, 64 training clips and
+    # 16 validation clips only cost time here)
     cli(stores, "-m", "+experiment=demo", "sweep_name=demo_check", "prune.rungs=[0.5,1.0]",
-        "data.synth.videos_per_class=24")  # fmt: skip
+        "data.synth.videos_per_class=24", "data.max_train_clips=16",
+        "train.val_clips=8")  # fmt: skip
     parent, children = runs_of(stores, "demo_check")
     names = sorted(r.data.tags[C.TAG_LORA_RANK] or r.data.tags[C.TAG_METHOD] for r in children)
     assert names == sorted(["4", "8", "16", "32", "64", "full", "none"])
