@@ -239,22 +239,8 @@ def isolated_tracking_store(isolated_cache: Path) -> str:
     """(clean clone) A test that leaves the MLflow store to its default would otherwise
     create `<repo>/mlflow.db`: the session's default store lives in its temp dir instead.
     Tests of the default itself unset the variable with monkeypatch."""
+    from rank_sweep.paths import ENV_TRACKING_URI
+
     uri = f"sqlite:///{isolated_cache.parent / 'default-mlflow.db'}"
-    os.environ["RANK_SWEEP_TRACKING_URI"] = uri
+    os.environ[ENV_TRACKING_URI] = uri
     return uri
-
-
-# (make test) Longest files first: `--dist loadfile` hands files to the workers in
-# collection order, so a long end-to-end file collected last (alphabetical) ran alone at
-# the end while the other worker idled. Measured per-file times (2-core machine), longest
-# first; files not listed keep their order after these.
-_LONG_FILES = (
-    "test_sweep_e2e.py", "test_sweep_reuse_e2e.py", "test_train_resume.py", "test_ui.py",
-    "test_train_requeue.py", "test_sweeper_planted.py", "test_world.py",
-    "test_train_multinode.py", "test_train_dist.py", "test_job_dirs.py",
-)  # fmt: skip
-
-
-def pytest_collection_modifyitems(session, config, items) -> None:
-    first = {name: i for i, name in enumerate(_LONG_FILES)}
-    items.sort(key=lambda item: first.get(item.path.name, len(_LONG_FILES)))
