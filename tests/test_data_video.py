@@ -8,6 +8,7 @@ import pytest
 from rank_sweep.data.errors import DataError
 from rank_sweep.data.render import render
 from rank_sweep.data.video import (
+    DecodeCache,
     codec_for_suffix,
     h264_encoder,
     probe,
@@ -48,6 +49,38 @@ def test_read_frames_selects_in_order_with_repeats(tmp_path, frames):
     assert np.array_equal(sel, full[[5, 1, 1, 9]])
     with pytest.raises(DataError, match="ended after"):
         read_frames(path, [0, 12])
+
+
+def test_decode_cache_hits_copies_and_misses_a_rewritten_file(tmp_path, frames):
+    path = write_video(tmp_path / "c.mp4", frames, fps=8)
+    cache = DecodeCache(1 << 20)
+    first = cache.read(path, [0, 3, 3], (16, 16))
+    assert np.array_equal(first, read_frames(path, [0, 3, 3], size=(16, 16)))
+    first[:] = 0  # the caller's copy: the cache must not see this
+    again = cache.read(path, [0, 3, 3], (16, 16))
+    assert (cache.hits, cache.misses) == (1, 1) and np.array_equal(again, read_frames(path, [0, 3, 3], size=(16, 16)))
+    assert cache.read(path, [0, 3], (16, 16)).shape[0] == 2 and cache.misses == 2  # other frames
+    other = np.ascontiguousarray(frames[::-1])
+    write_video(path, other, fps=8)  # same name, new bytes
+    fresh = cache.read(path, [0, 3, 3], (16, 16))
+    assert cache.misses == 3 and np.array_equal(fresh, read_frames(path, [0, 3, 3], size=(16, 16)))
+    assert not np.array_equal(fresh, again)
+
+
+def test_decode_cache_stays_within_its_budget(tmp_path, frames):
+    path = write_video(tmp_path / "c.mp4", frames, fps=8)
+    one = 2 * 16 * 16 * 3  # bytes of a 2-frame 16x16 clip
+    cache = DecodeCache(2 * one)
+    for start in range(4):
+        cache.read(path, [start, start + 1], (16, 16))
+    assert cache._bytes <= 2 * one and len(cache._items) == 2  # the two newest kept
+    cache.read(path, [3, 4], (16, 16))
+    cache.read(path, [0, 1], (16, 16))
+    assert (cache.hits, cache.misses) == (1, 5)
+    small = DecodeCache(one - 1)
+    assert small.read(path, [0, 1], (16, 16)).shape == (2, 16, 16, 3) and not small._items
+    with pytest.raises(DataError, match="ended after"):
+        cache.read(path, [0, 12], None)
 
 
 def test_read_frames_resize_and_center_crop(tmp_path):

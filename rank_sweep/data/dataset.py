@@ -31,7 +31,7 @@ from rank_sweep.data.sampling import (
 )
 from rank_sweep.data.scan import scan
 from rank_sweep.data.splits import SplitName, rule_for, select
-from rank_sweep.data.video import VideoInfo, read_frames
+from rank_sweep.data.video import DECODED_CLIPS, VideoInfo
 from rank_sweep.utils.keys import content_key
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ class VideoClipDataset(Dataset):
 
     def _load(self, j: int, i: int) -> dict:
         entry, _ = self.clips[j]
-        video = read_frames(
-            entry.path, self.indices_for(j), size=(self.spec.height, self.spec.width)
+        video = DECODED_CLIPS.read(
+            entry.path, self.indices_for(j), (self.spec.height, self.spec.width)
         )
         v = torch.from_numpy(video)
         pixels = v.permute(3, 0, 1, 2).float().div_(127.5).sub_(1.0)
