@@ -205,9 +205,9 @@ class JobRunner:
         torch.manual_seed(self.cfg.train.seed)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         (self.out_dir / C.CONFIG_FILE).write_text(OmegaConf.to_yaml(self.cfg, resolve=True))
-        self._setup_data()  # loads the encoders for the precomputes ...
-        self._setup_eval()  # ... and the eval conditioning
-        self.spec.free_encoders()
+        self._setup_data()  # encodes what the latent cache lacks ...
+        self._setup_eval()  # ... and the eval conditioning it lacks
+        self.spec.free_encoders()  # whatever of them was loaded: the transformer comes next
         self._setup_model()
 
     def _setup_data(self) -> None:
@@ -239,8 +239,9 @@ class JobRunner:
         )
         if self.skipped:
             log.warning("skipped %d unreadable clips (see data check for reasons)", self.skipped)
+        # Encoders load on the first cache miss (spec._part): the jobs of a sweep after the
+        # first find every latent and conditioning entry cached and load none (~3 s each).
         self.spec = WanSpec.from_config(self.cfg.model, device=self.device)
-        self.spec.load_encoders()
         # the untrained base is only scored: no training latents to encode
         self.train_pre = (
             None
