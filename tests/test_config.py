@@ -87,7 +87,6 @@ OPTIONS = [
     (["finetune=lora"], {"finetune.method": "lora", "finetune.lr": 3e-5}),
     (["finetune=full"], {"finetune.method": "full", "finetune.lr": 1e-5}),
     (["finetune=none"], {"finetune.method": "none", "finetune.lr": 0.0}),
-    (["finetune=full_demo"], {"finetune.method": "full", "finetune.lr": 4e-5, "finetune.save_dtype": "bfloat16"}),
     (["lora=default"], {"lora.rank": 8, "lora.alpha": 16.0, "lora.alpha_mode": "fixed", "lora.target_modules": ALL_LINEARS}),
     (["lora=attention_only"], {"lora.target_modules": ATTENTION, "lora.alpha_mode": "fixed"}),
     (["lora=ratio"], {"lora.alpha_mode": "ratio", "lora.alpha_ratio": 2.0, "lora.target_modules": ALL_LINEARS}),
