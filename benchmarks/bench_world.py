@@ -130,8 +130,17 @@ def analyse(tmp: Path, name: str, boot: int) -> dict:
                             reps[:, k_b], 0.95).lo <= 0
         )  # fmt: skip
         pairs = separated_pairs(tuned, rows, reps)
-        out.update(best=best, worst=worst, sep=sep, rho=rho, tied=tied, pairs=pairs)
+        vbest = loss_pick(lora, rows)
+        out.update(best=best, worst=worst, sep=sep, rho=rho, tied=tied, pairs=pairs,
+                   vbest=vbest, vbest_tied=vbest in tied)  # fmt: skip
     return out
+
+
+def loss_pick(lora: list[str], rows: dict) -> str | None:
+    """The rank a sweep ranked by validation loss ends with (lowest final loss); whether it
+    sits in FVD's tied-best set says if pruning by the loss could pick a rank FVD rejects."""
+    scored = [n for n in lora if rows[n]["val_loss"] is not None]
+    return min(scored, key=lambda n: rows[n]["val_loss"]) if scored else None
 
 
 def separated_pairs(tuned: list[str], rows: dict, reps: np.ndarray) -> dict:
@@ -184,6 +193,8 @@ def show(title: str, res: dict, seconds: float) -> None:
     if "rho" in res:
         print(f"Spearman(val loss, FVD) over ranks+full: {res['rho']:.2f} (goal >= 0.7)")
         print(f"best {res['best']}; tied with it: {res['tied']}")
+        print(f"best rank by validation loss: {res['vbest']} "
+              f"({'in' if res['vbest_tied'] else 'NOT in'} FVD's tied-best set)")
     if "pairs" in res:
         p = res["pairs"]
         print(f"FVD-separated pairs: {p['separated']}; validation loss orders {p['agree']} of them "
@@ -248,6 +259,8 @@ def main() -> int:
         n_sep = sum(r["pairs"]["separated"] for r in out["seeds"])
         n_agree = sum(r["pairs"]["agree"] for r in out["seeds"])
         print(f"over all seeds: {n_sep} FVD-separated pairs, validation loss agrees on {n_agree}")
+        n_in = sum(bool(r.get("vbest_tied")) for r in out["seeds"])
+        print(f"validation loss's best rank is in FVD's tied-best set on {n_in}/{len(winners)} seeds")
         out.update(winner=modal, agreement=f"{agree}/{len(winners)}", separated=seps, rhos=rhos,
                    mean_rho=mean_rho, means=means)  # fmt: skip
     if args.json:

@@ -71,3 +71,12 @@ def test_separated_pairs_count_only_what_fvd_resolves() -> None:
     assert got["agree"] == 4 and got["against"] == ["full vs lora r=64"]
     rows["lora r=64"]["val_loss"] = None  # no loss: not counted either way
     assert bw.separated_pairs(tuned, rows, reps)["separated"] == 3
+
+
+def test_loss_pick_is_the_lowest_loss_rank_with_a_loss() -> None:
+    bw = _bench()
+    rows = {"lora r=4": {"val_loss": 0.22}, "lora r=32": {"val_loss": 0.17},
+            "lora r=64": {"val_loss": None}, "full": {"val_loss": 0.10}}  # fmt: skip
+    # full is a reference, not a candidate; a rank without a loss cannot be picked
+    assert bw.loss_pick(["lora r=4", "lora r=32", "lora r=64"], rows) == "lora r=32"
+    assert bw.loss_pick(["lora r=64"], rows) is None
