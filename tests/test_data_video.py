@@ -81,6 +81,9 @@ def test_decode_cache_stays_within_its_budget(tmp_path, frames):
     assert small.read(path, [0, 1], (16, 16)).shape == (2, 16, 16, 3) and not small._items
     with pytest.raises(DataError, match="ended after"):
         cache.read(path, [0, 12], None)
+    path.unlink()  # deleted after the dataset's scan: the dataset's DataError, not an OSError
+    with pytest.raises(DataError, match="decode failed"):
+        cache.read(path, [0, 1], (16, 16))
 
 
 def test_read_frames_resize_and_center_crop(tmp_path):

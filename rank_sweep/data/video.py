@@ -198,7 +198,10 @@ class DecodeCache:
     def read(
         self, path: Path | str, indices: Sequence[int], size: Optional[tuple[int, int]]
     ) -> np.ndarray:
-        st = os.stat(path)  # a missing file raises here, as read_frames would
+        try:
+            st = os.stat(path)
+        except OSError:  # gone since the scan: read_frames raises its DataError (skip + count)
+            return read_frames(path, indices, size=size)
         key = (str(path), st.st_size, st.st_mtime_ns, tuple(int(i) for i in indices), size)
         with self._lock:
             arr = self._items.get(key)
