@@ -35,10 +35,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-
-def spearman(a: list[float], b: list[float]) -> float:
-    ra, rb = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
-    return float(np.corrcoef(ra, rb)[0, 1])
+from rank_sweep.report.agreement import loss_pick, separated_pairs, spearman  # noqa: E402
 
 
 def seed_mean_spearman(seeds: list[dict]) -> tuple[float, dict[str, tuple[float, float]]]:
@@ -134,34 +131,6 @@ def analyse(tmp: Path, name: str, boot: int) -> dict:
         out.update(best=best, worst=worst, sep=sep, rho=rho, tied=tied, pairs=pairs,
                    vbest=vbest, vbest_tied=vbest in tied)  # fmt: skip
     return out
-
-
-def loss_pick(lora: list[str], rows: dict) -> str | None:
-    """The rank a sweep ranked by validation loss ends with (lowest final loss); whether it
-    sits in FVD's tied-best set says if pruning by the loss could pick a rank FVD rejects."""
-    scored = [n for n in lora if rows[n]["val_loss"] is not None]
-    return min(scored, key=lambda n: rows[n]["val_loss"]) if scored else None
-
-
-def separated_pairs(tuned: list[str], rows: dict, reps: np.ndarray) -> dict:
-    """Pairs of runs whose final FVDs the paired 95% interval tells apart, and on how many
-    of them validation loss orders the two the same way. Spearman also scores the order of
-    runs FVD cannot separate (a coin toss at this clip count); this counts only the
-    differences FVD resolves, i.e. where a val-loss-ranked sweep could contradict FVD."""
-    from rank_sweep.eval.stats import paired_delta
-
-    sep, agree, against = 0, 0, []
-    for i, a in enumerate(tuned):
-        for k, b in enumerate(tuned[i + 1 :], start=i + 1):
-            ci = paired_delta(rows[a]["fvd"], rows[b]["fvd"], reps[:, i], reps[:, k], 0.95)
-            if ci.lo <= 0 <= ci.hi or None in (rows[a]["val_loss"], rows[b]["val_loss"]):
-                continue
-            sep += 1
-            if (rows[a]["val_loss"] < rows[b]["val_loss"]) == (ci.point < 0):
-                agree += 1
-            else:
-                against.append(f"{a} vs {b}")
-    return {"separated": sep, "agree": agree, "against": against}
 
 
 def _sweep_id(uri: str, name: str) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rank_sweep.report import extra, paired, plots, render
+from rank_sweep.report import agreement, extra, paired, plots, render
 from rank_sweep.report.table import (
     RANDOM_INIT_BANNER,
     add_deltas,
@@ -59,7 +59,8 @@ def build_report(
         owners = paired.artifact_owners(df)  # reused runs: artifacts at the source run
         features = paired.download_features(uri, list(df["run_id"]), owners) if uri else {}
     df, unpaired = paired.add_paired(df, features)
-    warnings = report_warnings(df) + bad_ci + unpaired
+    agree_sections, agree_warnings = agreement.sections(df, features)
+    warnings = report_warnings(df) + bad_ci + unpaired + agree_warnings
     for w in warnings:
         log.warning("%s", w)
 
@@ -109,7 +110,7 @@ def build_report(
         plots=captions,
         samples=strips,
         paired=paired.paired_display(df),
-        sections=extra.sections(df, votes),
+        sections=agree_sections + extra.sections(df, votes),
     )
     md = out_dir / "report.md"
     md.write_text(render.markdown(content), encoding="utf-8")

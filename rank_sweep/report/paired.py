@@ -95,7 +95,7 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and np.array_equal(a, b)
 
 
-def _pairable(
+def pairable_rows(
     df: pd.DataFrame, feats: dict[str, RunFeatures], ds: str, metric: str
 ) -> tuple[list[int], list[str]]:
     """Rows whose features can be paired for (ds, metric): same dataset, same real clips,
@@ -133,7 +133,7 @@ def add_paired(
     datasets = sorted({c.split("/", 1)[1] for c in df.columns if c.startswith(("fvd/", "kid/"))})
     for ds in datasets:
         for metric, kind in METRICS.items():
-            rows, notes = _pairable(df, feats, ds, metric)
+            rows, notes = pairable_rows(df, feats, ds, metric)
             warnings += [f"not paired on {ds} {metric}: {n}" for n in notes]
             if len(rows) < 2:
                 continue
