@@ -162,8 +162,10 @@ def show(title: str, res: dict, seconds: float) -> None:
     if "rho" in res:
         print(f"Spearman(val loss, FVD) over ranks+full: {res['rho']:.2f} (goal >= 0.7)")
         print(f"best {res['best']}; tied with it: {res['tied']}")
-        print(f"best rank by validation loss: {res['vbest']} "
-              f"({'in' if res['vbest_tied'] else 'NOT in'} FVD's tied-best set)")
+        print(
+            f"best rank by validation loss: {res['vbest']} "
+            f"({'in' if res['vbest_tied'] else 'NOT in'} FVD's tied-best set)"
+        )
     if "pairs" in res:
         p = res["pairs"]
         print(f"FVD-separated pairs: {p['separated']}; validation loss orders {p['agree']} of them "
@@ -229,7 +231,9 @@ def main() -> int:
         n_agree = sum(r["pairs"]["agree"] for r in out["seeds"])
         print(f"over all seeds: {n_sep} FVD-separated pairs, validation loss agrees on {n_agree}")
         n_in = sum(bool(r.get("vbest_tied")) for r in out["seeds"])
-        print(f"validation loss's best rank is in FVD's tied-best set on {n_in}/{len(winners)} seeds")
+        print(
+            f"validation loss's best rank is in FVD's tied-best set on {n_in}/{len(winners)} seeds"
+        )
         out.update(winner=modal, agreement=f"{agree}/{len(winners)}", separated=seps, rhos=rhos,
                    mean_rho=mean_rho, means=means)  # fmt: skip
     if args.json:
