@@ -58,7 +58,9 @@ def test_decode_cache_hits_copies_and_misses_a_rewritten_file(tmp_path, frames):
     assert np.array_equal(first, read_frames(path, [0, 3, 3], size=(16, 16)))
     first[:] = 0  # the caller's copy: the cache must not see this
     again = cache.read(path, [0, 3, 3], (16, 16))
-    assert (cache.hits, cache.misses) == (1, 1) and np.array_equal(again, read_frames(path, [0, 3, 3], size=(16, 16)))
+    assert (cache.hits, cache.misses) == (1, 1) and np.array_equal(
+        again, read_frames(path, [0, 3, 3], size=(16, 16))
+    )
     assert cache.read(path, [0, 3], (16, 16)).shape[0] == 2 and cache.misses == 2  # other frames
     other = np.ascontiguousarray(frames[::-1])
     write_video(path, other, fps=8)  # same name, new bytes
