@@ -8,12 +8,11 @@ import math
 
 import numpy as np
 import pytest
-from test_report_table import write_sweep
+from test_report_paired import plant_features
+from test_report_table import planted_sweep
 
-from rank_sweep.eval.scoring import score
-from rank_sweep.report import build_report, load_runs
+from rank_sweep.report import build_report
 from rank_sweep.report.agreement import agreement, loss_pick, separated_pairs, spearman
-from rank_sweep.report.paired import RunFeatures
 
 SHIFT = {None: 0.0, 4: 1.5, 8: 1.0, 16: 0.3, 32: 0.0}  # FVD: full ~ r32 < r16 < r8 < r4
 # val loss that agrees with FVD on the ranks but ranks full last (as the world does)
@@ -22,34 +21,11 @@ LOSS = {None: 0.30, 4: 0.25, 8: 0.20, 16: 0.12, 32: 0.11}
 
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
-    from mlflow.tracking import MlflowClient
-
-    root = tmp_path_factory.mktemp("agree_store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("agree", artifact_location=(root / "art").as_uri())
-    write_sweep(client, exp, root, sweep_id="a", start=1_000, ranks=(4, 8, 16, 32))
-    df = load_runs(uri, "agree")
-    rng = np.random.default_rng(1)
-    n, d = 300, 8
-    real = {"video": rng.normal(size=(n, d)), "frame": rng.normal(size=(n, 4))}
-    z = {k: rng.normal(size=v.shape) for k, v in real.items()}  # noise shared by the runs
-    feats = {}
-    for i, r in df.iterrows():
-        rank = None if r["method"] == "full" else int(r["rank"])
-        fake = {k: z[k] + 0.2 * rng.normal(size=z[k].shape) for k in z}
-        for k in fake:
-            fake[k][:, 0] += SHIFT[rank]
-        feats[r["run_id"]] = RunFeatures(
-            real, fake, {"eval.dataset": "ucf101", "eval.cov_ddof": "0"}
-        )
-        s = score(real, fake, metrics=["fvd", "kid"], kid_subsets=10, kid_subset_size=100,
-                  seed=0, bootstrap=20)  # fmt: skip
-        for key, v in s.items():
-            if key != "kid_subset_size_used":
-                df.loc[i, f"{key}/ucf101"] = v
-        df.loc[i, "val_loss"] = LOSS[rank]
-    df = df.drop(columns=[c for c in df.columns if c.endswith("/other")], errors="ignore")
+    df = planted_sweep(tmp_path_factory, "agree")
+    feats = plant_features(df, SHIFT, seed=1, n=300, dims=(8, 4), noise=0.2, bootstrap=20)
+    df["val_loss"] = [
+        LOSS[None if m == "full" else int(r)] for m, r in zip(df["method"], df["rank"])
+    ]
     return df, feats
 
 

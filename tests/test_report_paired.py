@@ -7,43 +7,46 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_report_table import write_sweep
+from test_report_table import planted_sweep
 
 from rank_sweep.eval.scoring import score
-from rank_sweep.report import build_report, load_runs
+from rank_sweep.report import build_report
 from rank_sweep.report.paired import RunFeatures, drop_bad_intervals, recommendation
 
 SHIFT = {None: 0.0, 4: 1.0, 8: 0.7, 16: 0.1, 32: 0.05}  # mean shift of each run's features
 
 
-@pytest.fixture(scope="module")
-def paired_report(tmp_path_factory):
-    from mlflow.tracking import MlflowClient
-
-    root = tmp_path_factory.mktemp("paired_store")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.create_experiment("paired", artifact_location=(root / "art").as_uri())
-    write_sweep(client, exp, root, sweep_id="p", start=1_000, ranks=(4, 8, 16, 32))
-    df = load_runs(uri, "paired")
-    rng = np.random.default_rng(0)
-    n, d = 200, 16
-    real = {"video": rng.normal(size=(n, d)), "frame": rng.normal(size=(n, 8))}
-    z = {"video": rng.normal(size=(n, d)), "frame": rng.normal(size=(n, 8))}  # shared noise
+def plant_features(
+    df: pd.DataFrame, shift: dict, *, seed: int, n: int, dims: tuple[int, int], noise: float,
+    bootstrap: int,
+) -> dict[str, RunFeatures]:  # fmt: skip
+    """Per-run detector features with the paired structure of a sweep: the same real clips,
+    generated clip i = shared noise z_i + run noise, feature 0 shifted by `shift[rank]`
+    (None = full). Scores them into df's ucf101 columns; returns run_id -> features."""
+    rng = np.random.default_rng(seed)
+    real = {"video": rng.normal(size=(n, dims[0])), "frame": rng.normal(size=(n, dims[1]))}
+    z = {k: rng.normal(size=v.shape) for k, v in real.items()}  # noise shared by the runs
     feats = {}
     for i, r in df.iterrows():
         rank = None if r["method"] == "full" else int(r["rank"])
-        fake = {k: z[k] + 0.3 * rng.normal(size=z[k].shape) for k in z}
+        fake = {k: z[k] + noise * rng.normal(size=z[k].shape) for k in z}
         for k in fake:
-            fake[k][:, 0] += SHIFT[rank]
+            fake[k][:, 0] += shift[rank]
         feats[r["run_id"]] = RunFeatures(
             real, fake, {"eval.dataset": "ucf101", "eval.cov_ddof": "0"}
         )
         s = score(real, fake, metrics=["fvd", "kid"], kid_subsets=10, kid_subset_size=100,
-                  seed=0, bootstrap=50)  # fmt: skip
+                  seed=0, bootstrap=bootstrap)  # fmt: skip
         for key, v in s.items():
             if key != "kid_subset_size_used":
                 df.loc[i, f"{key}/ucf101"] = v
+    return feats
+
+
+@pytest.fixture(scope="module")
+def paired_report(tmp_path_factory):
+    df = planted_sweep(tmp_path_factory, "paired")
+    feats = plant_features(df, SHIFT, seed=0, n=200, dims=(16, 8), noise=0.3, bootstrap=50)
     out = tmp_path_factory.mktemp("paired_report")
     return build_report(df, out, features=feats), pd.read_csv(out / "results.csv")
 

@@ -160,6 +160,21 @@ def write_sweep(
     return logged
 
 
+def planted_sweep(tmp_path_factory, name: str, ranks=(4, 8, 16, 32)):
+    """A fresh SQLite store holding one written sweep (ranks + full), read back as the
+    report reads it."""
+    from mlflow.tracking import MlflowClient
+
+    from rank_sweep.report import load_runs
+
+    root = tmp_path_factory.mktemp(f"{name}_store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment(name, artifact_location=(root / "art").as_uri())
+    write_sweep(client, exp, root, sweep_id=name[0], start=1_000, ranks=ranks)
+    return load_runs(uri, name)
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One SQLite store (the schema migration is paid once), one experiment per scenario."""
