@@ -9,7 +9,7 @@ the report says how far they agree over the runs that reached the final eval:
   orders the same way (Spearman also scores runs FVD cannot tell apart, where the order is
   a coin toss; these pairs are where a loss-ranked sweep could truly contradict FVD);
 - whether the rank with the lowest loss (what a loss-ranked sweep ends with) is tied with
-  FVD's best run.
+  the rank FVD puts first (full fine-tuning is a reference, not a candidate).
 
 Runs pruned before the final eval have no final FVD: with pruning on, this reads the
 survivors only (`prune=none` reads the whole grid). In the embedded world the two metrics
@@ -82,7 +82,7 @@ class Agreement:
     agree: int
     against: list[str] = field(default_factory=list)
     pick: str | None = None  # lowest validation loss among the ranks
-    pick_tied: bool | None = None  # is it tied with FVD's best run (the report's tied set)?
+    pick_tied: bool | None = None  # is its FVD tied with the best rank's (paired interval)?
     unread: int = 0  # fine-tunes without a final FVD or loss (pruned, failed, running)
 
 
@@ -91,7 +91,7 @@ def agreement(
 ) -> Agreement | None:
     """The agreement of validation loss and FVD on `ds` over the pairable completed runs of
     `df` (after `paired.add_paired`, whose resamples this repeats: same spec, same draws)."""
-    from rank_sweep.eval.stats import BootstrapSpec, replicate_table
+    from rank_sweep.eval.stats import BootstrapSpec, paired_delta, replicate_table
     from rank_sweep.report.paired import pairable_rows
 
     col = f"fvd/{ds}"
@@ -121,11 +121,12 @@ def agreement(
     pairs = separated_pairs(names, rows, reps)
     lora = [n for n, i in zip(names, keep) if df.at[i, "method"] == C.METHOD_LORA]
     pick = loss_pick(lora, rows)
-    tied_col = f"tied_best_fvd/{ds}"
     pick_tied = None
-    if pick is not None and tied_col in df:
-        value = df.at[keep[names.index(pick)], tied_col]
-        pick_tied = None if pd.isna(value) else bool(value)
+    if pick is not None:  # against the best *rank*: full is a reference, never a pick
+        best = min(lora, key=lambda n: rows[n]["fvd"])
+        k, b = names.index(pick), names.index(best)
+        ci = paired_delta(rows[pick]["fvd"], rows[best]["fvd"], reps[:, k], reps[:, b], LEVEL)
+        pick_tied = not ci.excludes_zero
     return Agreement(
         dataset=ds,
         runs=names,
@@ -141,7 +142,7 @@ def agreement(
 
 def sections(df: pd.DataFrame, feats: dict) -> tuple[list, list[str]]:
     """(report sections, warnings): one table over the datasets with FVD, and a warning where
-    the loss's pick is not tied with FVD's best run (pruning by the loss would miss it)."""
+    the loss's pick is not tied with FVD's best rank (pruning by the loss would miss it)."""
     from rank_sweep.report.extra import Section
 
     datasets = sorted(c.split("/", 1)[1] for c in df.columns if c.startswith("fvd/"))
@@ -151,7 +152,7 @@ def sections(df: pd.DataFrame, feats: dict) -> tuple[list, list[str]]:
     headers = [
         "dataset", "runs read", "Spearman(val loss, FVD)",
         "FVD-separated pairs ordered alike by val loss", "ordered the other way",
-        "lowest val loss (ranks)", "tied with the best FVD",
+        "lowest val loss (ranks)", "tied with the best rank's FVD",
     ]  # fmt: skip
     rows, warnings = [], []
     for a in found:
@@ -161,9 +162,9 @@ def sections(df: pd.DataFrame, feats: dict) -> tuple[list, list[str]]:
                      "; ".join(a.against) or "none", a.pick or "–", tied])  # fmt: skip
         if a.pick_tied is False:
             warnings.append(
-                f"{a.dataset}: the rank with the lowest validation loss ({a.pick}) is not tied "
-                "with the best FVD: the rungs rank by the loss, so pruning can keep a rank FVD "
-                "rejects; see 'Validation loss vs final FVD'"
+                f"{a.dataset}: the rank with the lowest validation loss ({a.pick}) has a worse "
+                "FVD than the best rank beyond the paired interval: the rungs rank by the "
+                "loss, so pruning can keep a rank FVD rejects; see 'Validation loss vs final FVD'"
             )
     unread = max(a.unread for a in found)
     note = (
