@@ -114,3 +114,14 @@ def test_pruned_runs_are_not_read_and_the_note_says_so(planted) -> None:
     assert a is not None and "lora r=8" not in a.runs and a.unread == 1
     df.loc[df["rank"].isin([4, 16, 32]), "val_loss"] = np.nan  # under 3 runs left: no claim
     assert agreement(add_paired(df, feats)[0], feats, "ucf101") is None
+
+
+def test_reuses_add_paireds_resamples_and_gets_the_same_answer(planted) -> None:
+    from rank_sweep.report.paired import REPLICATES, add_paired
+
+    df, feats = planted
+    paired = add_paired(df, feats)[0]
+    assert "fvd/ucf101" in paired.attrs[REPLICATES]
+    reused = agreement(paired, feats, "ucf101")
+    paired.attrs.pop(REPLICATES)
+    assert agreement(paired, feats, "ucf101") == reused  # recomputed: the same draws

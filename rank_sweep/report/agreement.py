@@ -92,7 +92,7 @@ def agreement(
     """The agreement of validation loss and FVD on `ds` over the pairable completed runs of
     `df` (after `paired.add_paired`, whose resamples this repeats: same spec, same draws)."""
     from rank_sweep.eval.stats import BootstrapSpec, paired_delta, replicate_table
-    from rank_sweep.report.paired import pairable_rows
+    from rank_sweep.report.paired import REPLICATES, pairable_rows
 
     col = f"fvd/{ds}"
     if col not in df:
@@ -111,13 +111,16 @@ def agreement(
         n: {"fvd": float(df.at[i, col]), "val_loss": float(df.at[i, "val_loss"])}
         for n, i in zip(names, keep)
     }
-    first = feats[df.at[keep[0], "run_id"]]
-    spec = BootstrapSpec(
-        n_boot=n_boot, seed=seed, level=LEVEL, ddof=int(first.stamp.get("eval.cov_ddof", 0))
-    )
-    reps = replicate_table(
-        "fvd", first.real["video"], [feats[df.at[i, "run_id"]].fake["video"] for i in keep], spec
-    )
+    ids = [str(df.at[i, "run_id"]) for i in keep]
+    done = df.attrs.get(REPLICATES, {}).get(col)
+    if done is not None and done[2:] == (n_boot, seed) and set(ids) <= set(done[0]):
+        reps = done[1][:, [done[0].index(r) for r in ids]]  # add_paired's own resamples
+    else:
+        first = feats[ids[0]]
+        ddof = int(first.stamp.get("eval.cov_ddof", 0))
+        spec = BootstrapSpec(n_boot=n_boot, seed=seed, level=LEVEL, ddof=ddof)
+        fakes = [feats[r].fake["video"] for r in ids]
+        reps = replicate_table("fvd", first.real["video"], fakes, spec)
     pairs = separated_pairs(names, rows, reps)
     lora = [n for n, i in zip(names, keep) if df.at[i, "method"] == C.METHOD_LORA]
     pick = loss_pick(lora, rows)

@@ -119,6 +119,9 @@ def pairable_rows(
     return rows, notes
 
 
+REPLICATES = "paired_replicates"  # df.attrs key: "<metric>/<ds>" -> (run ids, reps, n_boot, seed)
+
+
 def add_paired(
     df: pd.DataFrame,
     feats: dict[str, RunFeatures],
@@ -142,6 +145,9 @@ def add_paired(
             spec = BootstrapSpec(n_boot=n_boot, seed=seed, level=level, ddof=ddof)
             fakes = [feats[df.at[i, "run_id"]].fake[kind] for i in rows]
             reps = replicate_table(metric, first.real[kind], fakes, spec)
+            # kept for the report's other paired readings (agreement.py): one bootstrap each
+            ids = [str(df.at[i, "run_id"]) for i in rows]
+            df.attrs.setdefault(REPLICATES, {})[f"{metric}/{ds}"] = (ids, reps, n_boot, seed)
             points = np.array([float(df.at[i, f"{metric}/{ds}"]) for i in rows])
             tuned = [k for k, i in enumerate(rows) if not is_base(df.loc[i])]
             best = min(tuned, key=lambda k: points[k]) if tuned else None
