@@ -125,3 +125,23 @@ def test_reuses_add_paireds_resamples_and_gets_the_same_answer(planted) -> None:
     reused = agreement(paired, feats, "ucf101")
     paired.attrs.pop(REPLICATES)
     assert agreement(paired, feats, "ucf101") == reused  # recomputed: the same draws
+
+
+def test_runs_of_one_setting_are_told_apart_and_a_table_without_losses_makes_no_claim(
+    planted,
+) -> None:
+    import pandas as pd
+
+    from rank_sweep.report.paired import add_paired
+
+    df, feats = planted
+    # the same sweep under a second training seed (same features: a replicate)
+    again = df.copy()
+    again["run_id"] = again["run_id"] + "-s1"
+    again["seed"] = 1
+    feats2 = {**feats, **{k + "-s1": v for k, v in feats.items()}}
+    both = pd.concat([df.assign(seed=0), again], ignore_index=True)
+    a = agreement(add_paired(both, feats2)[0], feats2, "ucf101")
+    assert a is not None and len(a.runs) == len(set(a.runs)) == 10
+    assert "lora r=4 (seed 0)" in a.runs and "full (seed 1)" in a.runs
+    assert agreement(add_paired(df, feats)[0].drop(columns="val_loss"), feats, "ucf101") is None

@@ -95,7 +95,7 @@ def agreement(
     from rank_sweep.report.paired import REPLICATES, pairable_rows
 
     col = f"fvd/{ds}"
-    if col not in df:
+    if col not in df or "val_loss" not in df:
         return None
     tuned_all = df[[not is_base(r) for _, r in df.iterrows()]]
     pairable, _ = pairable_rows(df, feats, ds, "fvd")
@@ -107,6 +107,8 @@ def agreement(
     if len(keep) < 3:
         return None
     names = [arm_name(df.loc[i]) for i in keep]
+    if len(set(names)) < len(names):  # several runs of a setting (seeds): tell them apart
+        names = [f"{n} ({_which(df.loc[i])})" for n, i in zip(names, keep)]
     rows = {
         n: {"fvd": float(df.at[i, col]), "val_loss": float(df.at[i, "val_loss"])}
         for n, i in zip(names, keep)
@@ -141,6 +143,11 @@ def agreement(
         pick_tied=pick_tied,
         unread=len(tuned_all) - len(keep),
     )
+
+
+def _which(r: pd.Series) -> str:
+    seed = r.get("seed")
+    return f"seed {int(seed)}" if seed is not None and pd.notna(seed) else str(r["run_id"])[:8]
 
 
 def sections(df: pd.DataFrame, feats: dict) -> tuple[list, list[str]]:
