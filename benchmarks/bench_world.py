@@ -69,9 +69,9 @@ def run_sweep(tmp: Path, name: str, extra: list[str]) -> float:
 
 def analyse(tmp: Path, name: str, boot: int) -> dict:
     """The sweep's runs with the report's paired columns, plus worst-rank separation."""
-    from rank_sweep.eval.stats import BootstrapSpec, paired_delta, replicate_table
+    from rank_sweep.eval.stats import paired_delta
     from rank_sweep.report import load_runs
-    from rank_sweep.report.paired import add_paired, artifact_owners, download_features
+    from rank_sweep.report.paired import add_paired, artifact_owners, download_features, replicates
     from rank_sweep.report.table import arm_name
 
     uri = f"sqlite:///{tmp}/mlflow.db"
@@ -100,10 +100,7 @@ def analyse(tmp: Path, name: str, boot: int) -> dict:
         worst = max(lora, key=lambda n: rows[n]["fvd"])
         # worst-rank separation: the same shared-resample bootstrap as the report's columns
         ids = [rows[n]["run_id"] for n in tuned]
-        first = feats[ids[0]]
-        spec = BootstrapSpec(n_boot=boot, seed=0, level=0.95, ddof=0)
-        reps = replicate_table("fvd", first.real["video"],
-                               [feats[i].fake["video"] for i in ids], spec)  # fmt: skip
+        reps = replicates(df, feats, "fvd", ds, ids, n_boot=boot)  # add_paired's own draws
         k_w = tuned.index(worst)
         sep = {}
         for n in {"full", best} - {worst}:

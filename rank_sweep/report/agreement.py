@@ -91,13 +91,12 @@ def agreement(
 ) -> Agreement | None:
     """The agreement of validation loss and FVD on `ds` over the pairable completed runs of
     `df` (after `paired.add_paired`, whose resamples this repeats: same spec, same draws)."""
-    from rank_sweep.eval.stats import BootstrapSpec, paired_delta, replicate_table
-    from rank_sweep.report.paired import REPLICATES, pairable_rows
+    from rank_sweep.eval.stats import paired_delta
+    from rank_sweep.report.paired import pairable_rows, replicates
 
     col = f"fvd/{ds}"
     if col not in df or "val_loss" not in df:
         return None
-    tuned_all = df[[not is_base(r) for _, r in df.iterrows()]]
     pairable, _ = pairable_rows(df, feats, ds, "fvd")
     keep = [
         i for i in pairable
@@ -114,15 +113,7 @@ def agreement(
         for n, i in zip(names, keep)
     }
     ids = [str(df.at[i, "run_id"]) for i in keep]
-    done = df.attrs.get(REPLICATES, {}).get(col)
-    if done is not None and done[2:] == (n_boot, seed) and set(ids) <= set(done[0]):
-        reps = done[1][:, [done[0].index(r) for r in ids]]  # add_paired's own resamples
-    else:
-        first = feats[ids[0]]
-        ddof = int(first.stamp.get("eval.cov_ddof", 0))
-        spec = BootstrapSpec(n_boot=n_boot, seed=seed, level=LEVEL, ddof=ddof)
-        fakes = [feats[r].fake["video"] for r in ids]
-        reps = replicate_table("fvd", first.real["video"], fakes, spec)
+    reps = replicates(df, feats, "fvd", ds, ids, n_boot=n_boot, seed=seed, level=LEVEL)
     pairs = separated_pairs(names, rows, reps)
     lora = [n for n, i in zip(names, keep) if df.at[i, "method"] == C.METHOD_LORA]
     pick = loss_pick(lora, rows)
@@ -141,7 +132,7 @@ def agreement(
         against=pairs["against"],
         pick=pick,
         pick_tied=pick_tied,
-        unread=len(tuned_all) - len(keep),
+        unread=sum(not is_base(r) for _, r in df.iterrows()) - len(keep),
     )
 
 

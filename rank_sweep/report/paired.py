@@ -122,6 +122,32 @@ def pairable_rows(
 REPLICATES = "paired_replicates"  # df.attrs key: "<metric>/<ds>" -> (run ids, reps, n_boot, seed)
 
 
+def _draw(
+    metric: str, feats: dict[str, RunFeatures], ids: list[str], n_boot: int, seed: int,
+    level: float,
+) -> np.ndarray:  # fmt: skip
+    """Replicates of `metric` for runs `ids` (columns in that order), one shared resample of
+    the real and the generated clip indices per row; the first run's real set is the
+    reference (pairable runs share it)."""
+    kind = METRICS[metric]
+    first = feats[ids[0]]
+    ddof = int(first.stamp.get("eval.cov_ddof", 0))
+    spec = BootstrapSpec(n_boot=n_boot, seed=seed, level=level, ddof=ddof)
+    return replicate_table(metric, first.real[kind], [feats[i].fake[kind] for i in ids], spec)
+
+
+def replicates(
+    df: pd.DataFrame, feats: dict[str, RunFeatures], metric: str, ds: str, ids: list[str],
+    *, n_boot: int = 200, seed: int = 0, level: float = 0.95,
+) -> np.ndarray:  # fmt: skip
+    """The paired replicates of `ids` on `ds`: `add_paired`'s own (kept in df.attrs) when it
+    drew them with this n_boot and seed, else drawn with the same spec (the same draws)."""
+    done = df.attrs.get(REPLICATES, {}).get(f"{metric}/{ds}")
+    if done is not None and done[2:] == (n_boot, seed) and set(ids) <= set(done[0]):
+        return done[1][:, [done[0].index(r) for r in ids]]
+    return _draw(metric, feats, ids, n_boot, seed, level)
+
+
 def add_paired(
     df: pd.DataFrame,
     feats: dict[str, RunFeatures],
@@ -135,18 +161,14 @@ def add_paired(
     warnings: list[str] = []
     datasets = sorted({c.split("/", 1)[1] for c in df.columns if c.startswith(("fvd/", "kid/"))})
     for ds in datasets:
-        for metric, kind in METRICS.items():
+        for metric in METRICS:
             rows, notes = pairable_rows(df, feats, ds, metric)
             warnings += [f"not paired on {ds} {metric}: {n}" for n in notes]
             if len(rows) < 2:
                 continue
-            first = feats[df.at[rows[0], "run_id"]]
-            ddof = int(first.stamp.get("eval.cov_ddof", 0))
-            spec = BootstrapSpec(n_boot=n_boot, seed=seed, level=level, ddof=ddof)
-            fakes = [feats[df.at[i, "run_id"]].fake[kind] for i in rows]
-            reps = replicate_table(metric, first.real[kind], fakes, spec)
-            # kept for the report's other paired readings (agreement.py): one bootstrap each
             ids = [str(df.at[i, "run_id"]) for i in rows]
+            reps = _draw(metric, feats, ids, n_boot, seed, level)
+            # kept for the other paired readings (agreement, bench_world): one bootstrap each
             df.attrs.setdefault(REPLICATES, {})[f"{metric}/{ds}"] = (ids, reps, n_boot, seed)
             points = np.array([float(df.at[i, f"{metric}/{ds}"]) for i in rows])
             tuned = [k for k, i in enumerate(rows) if not is_base(df.loc[i])]
