@@ -44,7 +44,7 @@ lint: $(STAMP) ## ruff check + format check
 RANKS ?= 4,8,16,32,64
 ARGS  ?=
 
-demo: $(STAMP) ## embedded-default sweep: ranks 4..64 + full baseline (tiny Wan, synthetic data, CPU)
+demo: $(STAMP) ## embedded-default sweep: ranks 1..16 + full baseline (tiny Wan, synthetic data, CPU)
 	$(BIN)/python -m rank_sweep.world build  # once, before any job (cached; fingerprinted)
 	$(BIN)/python -m rank_sweep -m +experiment=demo $(ARGS)
 	@echo ""

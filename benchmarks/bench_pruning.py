@@ -15,7 +15,7 @@ Both write `decisions.json`; from them this prints per seed
 and, for one seed, whether the decisions are identical with the rank list reversed and
 under the joblib launcher (n_jobs=2), each again from fresh state.
 
-    python benchmarks/bench_pruning.py [--seeds 0 1 2 3 4] [--ranks 4,8,16,32,64] [--steps 24]
+    python benchmarks/bench_pruning.py [--seeds 0 1 2 3 4] [--ranks 1,2,4,8,16] [--steps 24]
         [--override eval.num_fake=4 ...]
 """
 
@@ -89,7 +89,7 @@ def outcome(doc: dict) -> list:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    ap.add_argument("--ranks", default="4,8,16,32,64")
+    ap.add_argument("--ranks", default="1,2,4,8,16")  # the demo's grid
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--rungs", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     ap.add_argument("--eta", type=int, default=2)

@@ -259,7 +259,7 @@ def test_report_on_the_real_sweep_matches_mlflow(stores, aggressive, tmp_path: P
 
 
 def test_demo_sweep_holds_what_make_demo_promises(stores, tmp_path: Path) -> None:
-    """`make demo` at test size: one parent, 5 ranks + full + the untrained base as
+    """`make demo` at test size: one parent, ranks 1..16 + full + the untrained base as
     children, each with fvd/kid and a status tag, Optuna trial states matching those tags,
     and a report whose first row is the base, with paired deltas against it."""
     # test-size rungs at steps 2 and 4 (evals at 2 and 4): a pruned rank has its rung eval
@@ -270,7 +270,7 @@ def test_demo_sweep_holds_what_make_demo_promises(stores, tmp_path: Path) -> Non
         "train.val_clips=8")  # fmt: skip
     parent, children = runs_of(stores, "demo_check")
     names = sorted(r.data.tags[C.TAG_LORA_RANK] or r.data.tags[C.TAG_METHOD] for r in children)
-    assert names == sorted(["4", "8", "16", "32", "64", "full", "none"])
+    assert names == sorted(["1", "2", "4", "8", "16", "full", "none"])
     client = MlflowClient(stores["mlflow"])
     for run in children:
         tags = run.data.tags
