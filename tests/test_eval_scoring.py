@@ -104,6 +104,7 @@ def test_score_and_stamp(eval_set, video_det) -> None:
     assert stamp[C.TAG_DETECTOR_PRETRAINED] == "false"
     assert stamp["detector.video.sha256"] == video_det.sha256
     assert stamp["detector.frame.size"] == "75"
+    assert stamp["detector.frame.weights"] == stamp["detector.video.weights"] == C.WEIGHTS_RANDOM
     assert stamp["eval.kid_subset_size"] == str(n)
     assert stamp["eval.cov_ddof"] == "0" and stamp["eval.tier"] == "final"
     assert stamp["eval.kid_frame_rule"] == KID_FRAME_RULE

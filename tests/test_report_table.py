@@ -12,7 +12,14 @@ import pytest
 from rank_sweep.job.identity import JobIdentity
 from rank_sweep.report import build_report, check_protocols, load_runs, metric_history, random_init
 from rank_sweep.report.__main__ import main as report_main
-from rank_sweep.report.table import RANDOM_INIT_BANNER, compute_hours, display_table, pareto_mask
+from rank_sweep.report.table import (
+    RANDOM_INIT_BANNER,
+    compute_hours,
+    display_table,
+    pareto_mask,
+    random_weight_metrics,
+    report_banner,
+)
 from rank_sweep.track import contract as C
 
 DATASETS = ("ucf101", "kinetics400")
@@ -411,6 +418,18 @@ def test_protocol_check_reads_the_dotted_stamp_layout_too():
     df.loc[1, "protocol.ucf101.detector.pretrained"] = "false"
     assert random_init(df)
     assert any("detector.pretrained differs" in w for w in check_protocols(df))
+    # which metric rests on random weights: only a `random` detector counts, not a
+    # project-trained one (also pretrained=false)
+    assert report_banner(df) == RANDOM_INIT_BANNER and random_weight_metrics(df) == []
+    df["protocol.ucf101.detector.video.weights"] = C.WEIGHTS_PROJECT
+    df["protocol.ucf101.detector.frame.weights"] = [C.WEIGHTS_PUBLISHED, C.WEIGHTS_RANDOM]
+    df["kid/ucf101"] = [0.1, 0.2]
+    assert random_weight_metrics(df) == ["KID ucf101"]
+    assert report_banner(df).startswith(
+        RANDOM_INIT_BANNER
+    ) and "KID ucf101 from random" in report_banner(df)
+    df["protocol.ucf101.detector.pretrained"] = "true"
+    assert report_banner(df) is None
 
 
 def test_cli_bad_sweep_is_one_line_and_nonzero(store, capsys):

@@ -84,6 +84,15 @@ def score(
     return out
 
 
+def detector_weights(det: Any) -> str:
+    """`published` | `project-trained` (e.g. the embedded world's) | `random` (seeded random
+    init: its metric compares pixel statistics, not quality)."""
+    if bool(det.pretrained):
+        return C.WEIGHTS_PUBLISHED
+    random = bool(getattr(det, "random_weights", False))
+    return C.WEIGHTS_RANDOM if random else C.WEIGHTS_PROJECT
+
+
 def _detector_stamp(prefix: str, det: Optional[Any]) -> dict[str, str]:
     if det is None:
         return {}
@@ -91,6 +100,7 @@ def _detector_stamp(prefix: str, det: Optional[Any]) -> dict[str, str]:
         f"{prefix}.name": str(det.name),
         f"{prefix}.sha256": str(det.sha256),
         f"{prefix}.pretrained": str(bool(det.pretrained)).lower(),
+        f"{prefix}.{C.WEIGHTS_FIELD}": detector_weights(det),
         f"{prefix}.feature_dim": str(det.feature_dim),
         f"{prefix}.size": str(det.size),
         f"{prefix}.file": str(getattr(det, "path", "")),

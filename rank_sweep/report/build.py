@@ -10,13 +10,12 @@ import pandas as pd
 
 from rank_sweep.report import agreement, extra, paired, plots, render
 from rank_sweep.report.table import (
-    RANDOM_INIT_BANNER,
     add_deltas,
     csv_table,
     display_table,
     order_rows,
     protocol_stamp,
-    random_init,
+    report_banner,
     report_warnings,
 )
 from rank_sweep.study.store import load_votes
@@ -102,7 +101,7 @@ def build_report(
     content = render.ReportContent(
         title=title or f"LoRA rank sweep {sweep or ''}".strip(),
         subtitle=subtitle,
-        banner=RANDOM_INIT_BANNER if random_init(df) else None,
+        banner=report_banner(df),
         warnings=warnings,
         headers=headers,
         rows=rows,

@@ -15,10 +15,11 @@ from rank_sweep.track import contract as C
 
 # Every stamped protocol field must agree across runs (detector name/sha/pretrained, clip
 # counts, frames, resolution, split, sampling steps, KID subset size), except these: the
-# eval seed may follow train.seed, the dataset is the key itself, a file path is per machine.
+# eval seed may follow train.seed, the dataset is the key itself, a file path is per machine,
+# a detector's `weights` restates its sha256 (compared already; older runs lack the field).
 # Matching by the field's last dotted part keeps both stamp layouts working
 # (`detector_sha256` and `detector.video.sha256`, `n_real` and `eval.n_real`).
-IGNORED_FIELDS = ("seed", "dataset", "file")
+IGNORED_FIELDS = ("seed", "dataset", "file", C.WEIGHTS_FIELD)
 
 
 def compared_field(field: str) -> bool:
@@ -189,6 +190,37 @@ def random_init(df: pd.DataFrame) -> bool:
         if f.endswith("pretrained")  # `detector.pretrained` and the older `detector_pretrained`
     ]
     return any(str(v).strip().lower() == "false" for c in cols for v in df[c].dropna())
+
+
+# detector kind -> the report's metric measured on its features
+_METRIC_OF_DETECTOR = {"video": "FVD", "frame": "KID"}
+
+
+def random_weight_metrics(df: pd.DataFrame) -> list[str]:
+    """`KID ucf101`, ...: final-tier metrics whose detector had seeded random weights in any
+    run (stamp `detector.<kind>.weights: random`). Random features follow pixel statistics,
+    so such a metric need not rank videos by quality (in the embedded world KID scores the
+    untrained base best); a project-trained detector is pretrained=false but not random."""
+    out = []
+    for ds, fields in _protocol_fields(df).items():
+        for kind, metric in _METRIC_OF_DETECTOR.items():
+            field = f"detector.{kind}.{C.WEIGHTS_FIELD}"
+            if field in fields and (df[C.protocol_param(ds, field)] == C.WEIGHTS_RANDOM).any():
+                out.append(f"{metric} {ds}")
+    return out
+
+
+def report_banner(df: pd.DataFrame) -> str | None:
+    """The red line above the table: random-init detectors, and which metrics rest on
+    random weights."""
+    if not random_init(df):
+        return None
+    rnd = random_weight_metrics(df)
+    if not rnd:
+        return RANDOM_INIT_BANNER
+    return (
+        f"{RANDOM_INIT_BANNER}; {', '.join(rnd)} from random weights: pixel statistics, not quality"
+    )
 
 
 def run_label(row: pd.Series) -> str:

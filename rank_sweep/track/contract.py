@@ -38,6 +38,13 @@ TAG_DETECTOR_PRETRAINED = "detector.pretrained"  # "false": numbers only compare
 TAG_PARENT = "mlflow.parentRunId"  # MLflow's own tag: the UI nests children under it
 TAG_RUN_NAME = "mlflow.runName"  # MLflow's own tag
 MLFLOW_TAG_PREFIX = "mlflow."  # MLflow's system tags (not copied between runs)
+# Protocol field `detector.<video|frame>.weights` (stamped with every FVD/KID): where the
+# detector's weights came from. `random` = seeded random init, which compares pixel
+# statistics rather than quality; the report names the metrics that rest on one.
+WEIGHTS_FIELD = "weights"
+WEIGHTS_PUBLISHED = "published"
+WEIGHTS_PROJECT = "project-trained"
+WEIGHTS_RANDOM = "random"
 
 ROLE_SWEEP = "sweep"
 

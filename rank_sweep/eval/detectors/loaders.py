@@ -68,6 +68,9 @@ class Detector:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"), repr=False)
     chunk: int = 64  # frames per Inception forward (bounds activation memory)
     published: Optional[str] = None  # the published file this is (by sha256), if any
+    # Seeded random weights (no training at all): features follow pixel statistics, not
+    # content, so they need not rank videos by quality (stamped `weights: random`).
+    random_weights: bool = False
 
     def features(self, videos: Union[np.ndarray, torch.Tensor]) -> np.ndarray:
         # No JIT graph optimization: it only re-profiles a conv net for several slow first
@@ -275,6 +278,7 @@ def _load_file(
                 f"{what} TorchScript {file} cannot be loaded: {str(exc).splitlines()[0][:160]}"
             ) from exc
         random_init = bool(getattr(module, "random_init", False))
+        random_weights = random_init
         size_used = int(getattr(module, "size", size))
         # A project-trained detector (rank_sweep.world) names itself and its feature width,
         # and is no published network: stamped pretrained=false like a random one.
@@ -286,7 +290,7 @@ def _load_file(
         _load_strict(net, _load_state_dict(file, what), file, what)
         wrapper = i3d.I3DDetector if name == "i3d" else inception.InceptionDetector
         module = wrapper(net, size=size).to(dev).eval()
-        random_init, size_used = False, size
+        random_init, random_weights, size_used = False, False, size
     dim = _probe(module, kind, size_used, dev, file, what)
     if dim != expected_dim:
         raise DetectorError(f"{what} file {file} gives {dim}-d outputs, expected {expected_dim}")
@@ -301,6 +305,7 @@ def _load_file(
         module=module,
         device=dev,
         published=verdict.published,
+        random_weights=random_weights,
     )
     if random_init:
         log.warning(
