@@ -72,8 +72,10 @@ def test_pools_are_deterministic_and_disjoint_from_heldout():
 
 def test_smoke_world_parts_load_through_the_real_paths(smoke_world):
     from rank_sweep.eval.detectors.loaders import load_video_detector
+    from rank_sweep.eval.scoring import detector_weights
     from rank_sweep.model.layout import missing_parts
     from rank_sweep.model.spec import WanSpec
+    from rank_sweep.track import contract as C
     from rank_sweep.world.detector import DETECTOR_NAME
 
     info = smoke_world.info()
@@ -90,10 +92,7 @@ def test_smoke_world_parts_load_through_the_real_paths(smoke_world):
 
     det = load_video_detector(str(smoke_world.detector_path), size=224)
     assert det.name == DETECTOR_NAME and det.pretrained is False and det.size == 32
-    from rank_sweep.eval.scoring import detector_weights  # trained here: not random
-    from rank_sweep.track import contract as C
-
-    assert detector_weights(det) == C.WEIGHTS_PROJECT and not det.random_weights
+    assert detector_weights(det) == C.WEIGHTS_PROJECT and not det.random_weights  # trained
     rng = np.random.default_rng(0)
     moving = rng.integers(0, 255, (2, 16, 32, 32, 3), dtype=np.uint8)
     static = np.repeat(moving[:, :1], 16, axis=1)

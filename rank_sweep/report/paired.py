@@ -37,7 +37,7 @@ from rank_sweep.track import contract as C
 
 log = logging.getLogger(__name__)
 
-METRICS = {"fvd": "video", "kid": "frame"}  # metric -> feature kind in the npz
+METRICS = {m: C.DETECTOR_OF[m] for m in (C.FVD, C.KID)}  # metric -> feature kind in the npz
 # Clip i of two runs is the same comparison only if it was generated the same way.
 PAIRING_FIELDS = (
     "eval.seed", "eval.n_fake", "eval.sample_steps", "eval.guidance_scale", "eval.sampler",

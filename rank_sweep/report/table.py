@@ -192,10 +192,6 @@ def random_init(df: pd.DataFrame) -> bool:
     return any(str(v).strip().lower() == "false" for c in cols for v in df[c].dropna())
 
 
-# detector kind -> the report's metric measured on its features
-_METRIC_OF_DETECTOR = {"video": "FVD", "frame": "KID"}
-
-
 def random_weight_metrics(df: pd.DataFrame) -> list[str]:
     """`KID ucf101`, ...: final-tier metrics whose detector had seeded random weights in any
     run (stamp `detector.<kind>.weights: random`). Random features follow pixel statistics,
@@ -203,10 +199,10 @@ def random_weight_metrics(df: pd.DataFrame) -> list[str]:
     untrained base best); a project-trained detector is pretrained=false but not random."""
     out = []
     for ds, fields in _protocol_fields(df).items():
-        for kind, metric in _METRIC_OF_DETECTOR.items():
-            field = f"detector.{kind}.{C.WEIGHTS_FIELD}"
+        for metric in (C.FVD, C.KID):
+            field = f"detector.{C.DETECTOR_OF[metric]}.{C.WEIGHTS_FIELD}"
             if field in fields and (df[C.protocol_param(ds, field)] == C.WEIGHTS_RANDOM).any():
-                out.append(f"{metric} {ds}")
+                out.append(f"{metric.upper()} {ds}")
     return out
 
 

@@ -108,6 +108,8 @@ DATA_SKIPPED_CLIPS = "data/skipped_clips"
 FVD = "fvd"
 KID = "kid"
 KVD = "kvd"
+# which detector's features each metric is measured on (its stamp: `detector.<kind>.*`)
+DETECTOR_OF = {FVD: "video", KID: "frame", KVD: "video"}
 CI_SIDES = ("lo", "hi")
 KID_STD = "kid_std"
 
