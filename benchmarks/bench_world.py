@@ -88,6 +88,8 @@ def analyse(tmp: Path, name: str, boot: int) -> dict:
             "val_loss": None if np.isnan(r["val_loss"]) else float(r["val_loss"]),
             "vs_base": [float(r.get(f"pdelta_fvd_base{s}/{ds}", np.nan)) for s in ("", "_lo", "_hi")],
             "tied_best": bool(r.get(f"tied_best_fvd/{ds}", False)),
+            "kid": float(r.get(f"kid/{ds}", np.nan)),
+            "kid_vs_base": [float(r.get(f"pdelta_kid_base{s}/{ds}", np.nan)) for s in ("", "_lo", "_hi")],
             "run_id": r["run_id"],
         }  # fmt: skip
     tuned = [n for n in rows if not n.startswith("base")]
@@ -95,6 +97,16 @@ def analyse(tmp: Path, name: str, boot: int) -> dict:
     out = {"rows": rows, "pruned": sorted(arm_name(r) for _, r in df.iterrows()
                                           if r["status"] == "pruned")}  # fmt: skip
     out["beat_base"] = all(rows[n]["vs_base"][2] < 0 for n in tuned)
+    # KID (frame detector) must order the runs as FVD (video detector) does: a random-init
+    # Inception scored the untrained base best here (RESULTS.md, session 7)
+    out["kid_beat_base"] = all(rows[n]["kid_vs_base"][2] < 0 for n in tuned)
+    arms = [n for n in rows if not np.isnan(rows[n]["kid"])]
+    out["rho_kid_fvd"] = (spearman([rows[n]["kid"] for n in arms], [rows[n]["fvd"] for n in arms])
+                          if len(arms) > 2 else float("nan"))  # fmt: skip
+    out["rho_kid_fvd_tuned"] = (
+        spearman([rows[n]["kid"] for n in tuned], [rows[n]["fvd"] for n in tuned])
+        if len(tuned) > 2 and set(tuned) <= set(arms) else float("nan")
+    )  # fmt: skip
     if lora:
         best = min(lora, key=lambda n: rows[n]["fvd"])
         worst = max(lora, key=lambda n: rows[n]["fvd"])
@@ -144,15 +156,22 @@ def _sweep_id(uri: str, name: str) -> str:
 
 def show(title: str, res: dict, seconds: float) -> None:
     print(f"\n== {title} ({seconds:.0f} s) ==")
-    print(f"{'run':22s} {'val loss':>9s} {'FVD':>8s}  FVD - base [paired 95% CI]")
+    print(f"{'run':22s} {'val loss':>9s} {'FVD':>8s}  {'FVD - base [paired 95% CI]':28s} "
+          f"{'KID':>8s}  KID - base [paired 95% CI]")  # fmt: skip
     for n, r in res["rows"].items():
         vl = "-" if r["val_loss"] is None else f"{r['val_loss']:.4f}"
-        d = r["vs_base"]
-        cell = "(reference)" if n.startswith("base") else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]"
-        print(f"{n:22s} {vl:>9s} {r['fvd']:8.2f}  {cell}")
+        cells = [
+            "(reference)" if n.startswith("base") else f"{d[0]:+.2f} [{d[1]:+.2f}, {d[2]:+.2f}]"
+            for d in (r["vs_base"], r.get("kid_vs_base", [np.nan] * 3))
+        ]
+        print(f"{n:22s} {vl:>9s} {r['fvd']:8.2f}  {cells[0]:28s} {r.get('kid', np.nan):8.3f}  "
+              f"{cells[1]}")  # fmt: skip
     if res["pruned"]:
         print(f"pruned: {', '.join(res['pruned'])}")
     print(f"every completed fine-tune beats the base beyond its paired CI: {res['beat_base']}")
+    if "kid_beat_base" in res:
+        print(f"... on KID too: {res['kid_beat_base']}; Spearman(KID, FVD) over every run "
+              f"{res['rho_kid_fvd']:.2f}, over the fine-tunes {res['rho_kid_fvd_tuned']:.2f}")  # fmt: skip
     for n, (d, lo, hi) in res.get("sep", {}).items():
         print(f"{n} vs worst ({res['worst']}): {d:+.2f} [{lo:+.2f}, {hi:+.2f}] "
               f"separated={hi < 0}")  # fmt: skip

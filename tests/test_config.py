@@ -101,7 +101,7 @@ OPTIONS = [
     (["dist=fsdp"], {"dist.backend": "fsdp", "dist.nproc_per_node": 8, "dist.reshard_after_forward": True}),
     (["dist=deepspeed_zero2"], {"dist.backend": "deepspeed", "dist.zero_stage": 2}),
     (["dist=deepspeed_zero3"], {"dist.backend": "deepspeed", "dist.zero_stage": 3}),
-    (["eval=cpu_tiny"], {"eval.every": 12, "eval.num_fake": 8, "eval.i3d_path": "world"}),
+    (["eval=cpu_tiny"], {"eval.every": 12, "eval.num_fake": 8, "eval.i3d_path": "world", "eval.inception_path": "world"}),
     # 16 detector frames need a clip of >= 17 (4k+1) frames.
     (["eval=fvd2048_16f", "data.frames=17", "data.synth.frames=24"], {"eval.num_real": 2048, "eval.num_fake": 2048, "eval.frames": 16, "eval.detector_size": 224}),
     (["track=mlflow"], {"track.enabled": True, "track.uri": None}),

@@ -13,6 +13,7 @@ from rank_sweep.job.identity import JobIdentity
 from rank_sweep.report import build_report, check_protocols, load_runs, metric_history, random_init
 from rank_sweep.report.__main__ import main as report_main
 from rank_sweep.report.table import (
+    PROJECT_TRAINED_BANNER,
     RANDOM_INIT_BANNER,
     compute_hours,
     display_table,
@@ -427,7 +428,21 @@ def test_protocol_check_reads_the_dotted_stamp_layout_too():
     assert random_weight_metrics(df) == ["KID ucf101"]
     banner = report_banner(df)
     assert banner.startswith(RANDOM_INIT_BANNER) and "KID ucf101 from random" in banner
-    df["protocol.ucf101.detector.pretrained"] = "true"
+    # both unpublished detectors trained by the project (the embedded world): no "random"
+    df["protocol.ucf101.detector.frame.weights"] = C.WEIGHTS_PROJECT
+    assert random_weight_metrics(df) == []
+    assert report_banner(df) == RANDOM_INIT_BANNER  # which detector is unpublished: unstamped
+    for kind in ("video", "frame"):  # the evaluator's layout: pretrained beside weights
+        df[f"protocol.ucf101.detector.{kind}.pretrained"] = "false"
+        df[f"protocol.ucf101.periodic.detector.{kind}.pretrained"] = "false"  # a pruned run's
+        df[f"protocol.ucf101.periodic.detector.{kind}.weights"] = C.WEIGHTS_PROJECT
+    assert report_banner(df) == PROJECT_TRAINED_BANNER
+    df["protocol.ucf101.detector.video.weights"] = [C.WEIGHTS_PROJECT, None]  # logged before
+    assert report_banner(df) == RANDOM_INIT_BANNER  # the field: it may have been random
+    df["protocol.ucf101.detector.video.weights"] = [C.WEIGHTS_PROJECT, C.WEIGHTS_RANDOM]
+    assert report_banner(df) == f"{RANDOM_INIT_BANNER}; FVD ucf101 from random weights: pixel statistics, not quality"  # fmt: skip
+    for c in [c for c in df if c.endswith("pretrained")]:
+        df[c] = "true"
     assert report_banner(df) is None
 
 

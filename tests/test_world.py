@@ -71,12 +71,13 @@ def test_pools_are_deterministic_and_disjoint_from_heldout():
 
 
 def test_smoke_world_parts_load_through_the_real_paths(smoke_world):
-    from rank_sweep.eval.detectors.loaders import load_video_detector
+    from rank_sweep.eval.detectors.loaders import load_frame_detector, load_video_detector
     from rank_sweep.eval.scoring import detector_weights
     from rank_sweep.model.layout import missing_parts
     from rank_sweep.model.spec import WanSpec
     from rank_sweep.track import contract as C
     from rank_sweep.world.detector import DETECTOR_NAME
+    from rank_sweep.world.frame_detector import FRAME_DETECTOR_NAME
 
     info = smoke_world.info()
     assert info["fingerprint"] == smoke_world.fingerprint
@@ -100,6 +101,15 @@ def test_smoke_world_parts_load_through_the_real_paths(smoke_world):
     assert f_moving.shape == (2, det.feature_dim) and f_moving.dtype == np.float64
     assert not np.allclose(f_moving, f_static)
 
+    # the frame detector (KID): FID Inception's call signature, per-frame features
+    frame = load_frame_detector(str(smoke_world.frame_detector_path), size=299)
+    assert frame.name == FRAME_DETECTOR_NAME and frame.kind == "frame" and frame.size == 32
+    assert not frame.pretrained and detector_weights(frame) == C.WEIGHTS_PROJECT
+    f_frames = frame.features(moving)
+    assert f_frames.shape == (2, 16, frame.feature_dim) and frame.feature_dim == 64
+    assert not np.allclose(f_frames[:, 0], f_frames[:, 1])  # another frame, other features
+    assert "frame_detector_acc/heldout" in info["metrics"]
+
 
 def test_composed_config_uses_the_world(compose, smoke_world):
     from rank_sweep.model.spec import resolve_model_path
@@ -112,6 +122,10 @@ def test_composed_config_uses_the_world(compose, smoke_world):
     assert resolve_detector_path("/x/i3d.pt", cfg.model) == "/x/i3d.pt"
     random_cfg = compose(["model.world=null"])
     assert resolve_detector_path("world", random_cfg.model) is None  # random-init I3D
+    assert cfg.eval.inception_path == "world"
+    frame = resolve_detector_path("world", cfg.model, "frame")
+    assert frame == str(smoke_world.frame_detector_path)
+    assert resolve_detector_path("world", random_cfg.model, "frame") is None  # random Inception
 
 
 def test_demo_experiment_states_a_fair_alpha_policy(compose):
@@ -160,3 +174,7 @@ def test_build_does_not_depend_on_the_ambient_thread_count(tmp_path, smoke_world
         a = (tmp_path / "one" / "model" / part / name).read_bytes()
         b = (smoke_world.model_dir / part / name).read_bytes()
         assert a == b, part
+    for det in ("detector.pt", "frame_detector.pt"):  # weights, not archive bytes (code names)
+        a = torch.jit.load(str(tmp_path / "one" / det)).state_dict()
+        b = torch.jit.load(str(smoke_world.root / det)).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), det

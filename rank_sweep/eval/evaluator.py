@@ -111,18 +111,18 @@ class Evaluator:
     # -- once per job -----------------------------------------------------------------------
     def prepare(self) -> None:
         from rank_sweep.eval.detectors.loaders import load_frame_detector, load_video_detector
+        from rank_sweep.world import resolve_detector_path  # i3d_path / inception_path=world
 
         final, periodic = final_settings(self.cfg), periodic_settings(self.cfg)
         metrics = set(final.metrics) | set(periodic.metrics if periodic else ())
         size = int(self.ecfg.detector_size)
         if metrics & {"fvd", "kvd"}:
-            from rank_sweep.world import resolve_detector_path  # i3d_path=world
-
             i3d = resolve_detector_path(self.ecfg.i3d_path, self.cfg.model)
             self.detectors["video"] = load_video_detector(i3d, size=size)
         if "kid" in metrics:
+            inception = resolve_detector_path(self.ecfg.inception_path, self.cfg.model, "frame")
             self.detectors["frame"] = load_frame_detector(
-                self.ecfg.inception_path, size=int(self.ecfg.inception_size)
+                inception, size=int(self.ecfg.inception_size)
             )
         if float(self.ecfg.guidance_scale) > 1:
             self.neg = self.spec.encode_prompts([str(self.ecfg.negative_prompt)]).cpu()

@@ -30,6 +30,12 @@ RANDOM_INIT_BANNER = (
     "RANDOM-INIT DETECTOR: numbers only compare these runs with each other "
     "(not with published FVD/KID)"
 )
+# Every unpublished detector was trained by the project (the embedded world's): its
+# features see content, but its numbers are no more comparable with papers.
+PROJECT_TRAINED_BANNER = (
+    "PROJECT-TRAINED DETECTOR (no published network): numbers only compare these runs with "
+    "each other (not with published FVD/KID)"
+)
 
 
 BASE_NAME = "base, no fine-tune"
@@ -195,8 +201,9 @@ def random_init(df: pd.DataFrame) -> bool:
 def random_weight_metrics(df: pd.DataFrame) -> list[str]:
     """`KID ucf101`, ...: final-tier metrics whose detector had seeded random weights in any
     run (stamp `detector.<kind>.weights: random`). Random features follow pixel statistics,
-    so such a metric need not rank videos by quality (in the embedded world KID scores the
-    untrained base best); a project-trained detector is pretrained=false but not random."""
+    so such a metric need not rank videos by quality (in the embedded world a random-init
+    Inception's KID scored the untrained base best); a project-trained detector is
+    pretrained=false but not random."""
     out = []
     for ds, fields in _protocol_fields(df).items():
         for metric in (C.FVD, C.KID):
@@ -206,11 +213,40 @@ def random_weight_metrics(df: pd.DataFrame) -> list[str]:
     return out
 
 
+def _only_project_trained(df: pd.DataFrame) -> bool:
+    """Every detector stamped pretrained=false (`[periodic.]detector.<kind>.pretrained`) says
+    `weights: project-trained` beside it, in every run. A random detector, or a run logged
+    before the `weights` field (only a summary `detector.pretrained`), makes it False."""
+    col = C.protocol_param
+    kind_fields, summary_fields = [], []
+    for ds, fs in _protocol_fields(df).items():
+        for f in fs:
+            parts = f.split(".")
+            if parts[-1] != "pretrained" and not f.endswith("detector_pretrained"):
+                continue
+            if len(parts) >= 3 and parts[-3] == "detector":  # [periodic.]detector.<kind>.pretrained
+                weights = ".".join([*parts[:-1], C.WEIGHTS_FIELD])
+                kind_fields.append((col(ds, f), col(ds, weights)))
+            else:  # detector.pretrained, periodic.detector.pretrained, detector_pretrained
+                summary_fields.append(col(ds, f))
+    seen = False
+    for _, r in df.iterrows():
+        kinds = [(p, w) for p, w in kind_fields if str(r[p]).lower() == "false"]
+        if any(w not in r or r[w] != C.WEIGHTS_PROJECT for _, w in kinds):
+            return False
+        if not kinds and any(str(r[c]).lower() == "false" for c in summary_fields):
+            return False  # unpublished, but which detector and what weights is not stamped
+        seen = seen or bool(kinds)
+    return seen
+
+
 def report_banner(df: pd.DataFrame) -> str | None:
-    """The red line above the table: random-init detectors, and which metrics rest on
-    random weights."""
+    """The red line above the table: no published detector (random-init or project-trained),
+    and which metrics rest on random weights."""
     if not random_init(df):
         return None
+    if _only_project_trained(df):
+        return PROJECT_TRAINED_BANNER
     rnd = random_weight_metrics(df)
     if not rnd:
         return RANDOM_INIT_BANNER

@@ -1,5 +1,5 @@
 """The embedded world: a trained tiny VAE, a tiny Wan I2V base pretrained on the base
-synthetic domain, and a tiny video detector, built once from a seed and fingerprinted."""
+synthetic domain, and tiny video and frame detectors, built once from a seed and fingerprinted."""
 
 import logging
 
@@ -31,17 +31,19 @@ def world_for(model_cfg) -> World | None:
     return ensure_world(str(preset), int(getattr(model_cfg, "tiny_seed", 0)))
 
 
-def resolve_detector_path(value, model_cfg) -> str | None:
-    """`eval.i3d_path`: "world" means the world's trained detector when the model is the
-    world's; with any other model (a real checkpoint, random tiny weights) it falls back to
-    the random-init I3D (logged; the stamp names the detector actually used)."""
+def resolve_detector_path(value, model_cfg, kind: str = "video") -> str | None:
+    """`eval.i3d_path` (kind video) / `eval.inception_path` (kind frame): "world" means the
+    world's trained detector of that kind when the model is the world's; with any other
+    model (a real checkpoint, random tiny weights) it falls back to the random-init network
+    (logged; the stamp names the detector actually used)."""
     if value != "world":
         return value
+    key, net = {"video": ("i3d_path", "I3D"), "frame": ("inception_path", "Inception")}[kind]
     world = world_for(model_cfg)
     if world is None:
-        log.warning("eval.i3d_path=world but the model is not the world's: random-init I3D")
+        log.warning("eval.%s=world but the model is not the world's: random-init %s", key, net)
         return None
-    return str(world.detector_path)
+    return str(world.detector_path if kind == "video" else world.frame_detector_path)
 
 
 def world_stamp(model_cfg) -> dict[str, str]:

@@ -2,11 +2,13 @@
 
     <cache>/world/<preset>-s<seed>-<fingerprint>/
         model/         diffusers WanImageToVideoPipeline (trained VAE, pretrained base)
-        detector.pt    TorchScript video detector (I3D call signature)
+        detector.pt    TorchScript video detector (I3D call signature), for FVD
+        frame_detector.pt  TorchScript frame detector (FID Inception call signature), for KID
         world.json     fingerprint, recipe, build metrics (PSNR, reconstruction FVD, ...)
 
 Order: VAE (both domains) -> pipeline written with it -> detector (real clips and their VAE
-reconstructions) -> base transformer (base domain) -> metrics. Written to a temp dir and
+reconstructions) -> base transformer (base domain) -> frame detector (own generators, so the
+parts before it are the bytes they were without it) -> metrics. Written to a temp dir and
 renamed into place, so a crashed or concurrent build never leaves a half world behind.
 All randomness comes from local generators seeded from the world seed; the global torch RNG
 is forked, never reseeded.
@@ -36,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MARKER = "world.json"
 DETECTOR_FILE = "detector.pt"
+FRAME_DETECTOR_FILE = "frame_detector.pt"
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ class World:
     @property
     def detector_path(self) -> Path:
         return self.root / DETECTOR_FILE
+
+    @property
+    def frame_detector_path(self) -> Path:
+        return self.root / FRAME_DETECTOR_FILE
 
     def info(self) -> dict[str, Any]:
         return json.loads((self.root / MARKER).read_text())
@@ -117,12 +124,12 @@ def _build(out: Path, preset: str, seed: int, r: WorldRecipe, gen: np.random.Gen
     from rank_sweep.eval.metrics import fvd_from_features
     from rank_sweep.model.spec import WanSpec
     from rank_sweep.model.tiny import make_tiny
-    from rank_sweep.world import base, detector
+    from rank_sweep.world import base, detector, frame_detector
     from rank_sweep.world import vae as wvae
     from rank_sweep.world.pools import windows
 
     timings: dict[str, float] = {}
-    total = r.vae_steps + r.det_steps + r.base_steps
+    total = r.vae_steps + r.det_steps + r.base_steps + r.frame_det_steps
     bar = tqdm(total=total, desc=f"world build ({preset})", unit="step", **progress_kwargs())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -171,9 +178,24 @@ def _build(out: Path, preset: str, seed: int, r: WorldRecipe, gen: np.random.Gen
         )
         transformer.save_pretrained(model_dir / "transformer", safe_serialization=True)
         timings["base_s"] = time.perf_counter() - t
+
+        # 4. frame detector (KID) on real frames and their reconstructions' frames
+        bar.set_postfix_str("frame detector", refresh=False)
+        t = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed + 1)
+            fnet = frame_detector.TinyFrameNet(size=max(r.height, r.width), width=r.frame_det_width)
+            frame_losses = frame_detector.train_frame_detector(
+                fnet, np.concatenate([all_videos, recon]), np.concatenate([all_labels, all_labels]),
+                steps=r.frame_det_steps, batch=r.frame_det_batch, lr=r.frame_det_lr,
+                gen=np.random.default_rng([seed, WORLD_VERSION, 4]), progress=bar.update,
+            )  # fmt: skip
+        save_torchscript(fnet, out / FRAME_DETECTOR_FILE)
+        write_sidecar(out / FRAME_DETECTOR_FILE)
+        timings["frame_detector_s"] = time.perf_counter() - t
         bar.close()
 
-        # 4. what the world is worth: reconstruction quality and detector accuracy
+        # 5. what the world is worth: reconstruction quality and detector accuracy
         t = time.perf_counter()
         metrics: dict[str, float] = {}
         # held-out clips of r.frames (4k+1, so the VAE round-trips them whole); the detector
@@ -191,6 +213,7 @@ def _build(out: Path, preset: str, seed: int, r: WorldRecipe, gen: np.random.Gen
         labels = np.concatenate([ho_base.labels, ho_target.labels])
         both = np.concatenate([held["base"], held["target"]])[:, :16]
         metrics["detector_acc/heldout"] = detector.accuracy(net, both, labels)
+        metrics["frame_detector_acc/heldout"] = frame_detector.frame_accuracy(fnet, both, labels)
         # the FVD between the two domains' real clips: the scale a fine-tune can close
         metrics["fvd_base_vs_target"] = fvd_from_features(feats["base"], feats["target"])
         timings["metrics_s"] = time.perf_counter() - t
@@ -208,10 +231,16 @@ def _build(out: Path, preset: str, seed: int, r: WorldRecipe, gen: np.random.Gen
             "vae": [round(vae_losses[0], 5), round(vae_losses[-1], 5)],
             "detector": [round(det_losses[0], 5), round(det_losses[-1], 5)],
             "base": [round(base_losses[0], 5), round(base_losses[-1], 5)],
+            "frame_detector": [round(frame_losses[0], 5), round(frame_losses[-1], 5)],
         },
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "torch": torch.__version__,  # kernels (and so the bytes) may differ across versions
         "detector": {"name": detector.DETECTOR_NAME, "pretrained": False, "file": DETECTOR_FILE},
+        "frame_detector": {
+            "name": frame_detector.FRAME_DETECTOR_NAME,
+            "pretrained": False,
+            "file": FRAME_DETECTOR_FILE,
+        },  # fmt: skip
     }
     (out / MARKER).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
     log.info(

@@ -11,7 +11,10 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, replace
 
-WORLD_VERSION = 2  # bump when the build code changes what it writes (2: fixed build threads)
+# Bump when the build code changes what it writes (2: fixed build threads). A new recipe
+# field changes the fingerprint by itself; the frame detector (recipe's frame_det_*) left
+# the version, and so every other part's bytes, as they were.
+WORLD_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ class WorldRecipe:
     det_batch: int = 16
     det_lr: float = 2e-3
     det_width: int = 16  # channels of the first conv; features are 4x this
+    # frame detector (KID): classifies single frames of the 8 classes; cheap (2D, 32 px)
+    frame_det_steps: int = 300
+    frame_det_batch: int = 64
+    frame_det_lr: float = 2e-3
+    frame_det_width: int = 16  # features are 4x this
     eval_clips: int = 32  # held-out clips for the build's PSNR / reconstruction FVD
     # CPU kernels split their reductions by thread count, so the trained weights depend on
     # it (measured: 1 vs 2 threads give other VAE/transformer bytes). A fixed count makes
@@ -58,6 +66,8 @@ PRESETS: dict[str, WorldRecipe] = {
         vae_steps=3,
         base_steps=3,
         det_steps=3,
+        frame_det_steps=3,
+        frame_det_batch=16,
         base_batch=4,
         det_batch=8,
         eval_clips=8,
