@@ -103,10 +103,8 @@ def train_detector(
 ) -> list[float]:
     """Cross-entropy on random `frames`-frame windows; `videos` may mix real clips and VAE
     reconstructions (same labels) so VAE artifacts do not read as a different class."""
-    from rank_sweep.world.fit import fit
+    from rank_sweep.world.fit import fit_classifier
     from rank_sweep.world.pools import windows
-
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
 
     def batch_loss(step: int) -> torch.Tensor:
         idx = gen.choice(len(videos), size=min(batch, len(videos)), replace=False)
@@ -114,9 +112,7 @@ def train_detector(
         x = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).contiguous()
         return F.cross_entropy(net(x, return_features=False), torch.from_numpy(labs))
 
-    # cosine from the first step, no warm-up: the detector trains from scratch on labels
-    losses = fit(net, opt, steps, lambda step: lr * 0.5 * (1 + np.cos(np.pi * step / max(1, steps))),
-                 batch_loss, progress=progress)  # fmt: skip
+    losses = fit_classifier(net, steps, lr, batch_loss, progress=progress)
     log.info("detector: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], len(losses))
     return losses
 

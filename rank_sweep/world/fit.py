@@ -1,4 +1,4 @@
-"""The one small training loop of the world's parts (VAE, base transformer, detector):
+"""The one small training loop of the world's parts (VAE, base transformer, detectors):
 AdamW steps on a caller's batch loss, the caller's lr schedule, optional gradient clipping.
 Each caller keeps its own data, loss and randomness (local generators, in its own order)."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 
@@ -46,3 +47,19 @@ def fit(
             progress(1)
     module.eval()
     return losses
+
+
+def fit_classifier(
+    net: torch.nn.Module,
+    steps: int,
+    lr: float,
+    batch_loss: Callable[[int], torch.Tensor],
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> list[float]:
+    """The detectors' recipe: AdamW (weight decay 1e-4), cosine from the first step, no
+    warm-up (they train from scratch on labels)."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    # np.cos, not math.cos: the built worlds' bytes were made with it (an ulp moves weights)
+    schedule = lambda step: lr * 0.5 * (1 + np.cos(np.pi * step / max(1, steps)))  # noqa: E731
+    return fit(net, opt, steps, schedule, batch_loss, progress=progress)

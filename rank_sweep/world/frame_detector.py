@@ -83,18 +83,14 @@ def train_frame_detector(
     progress: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Cross-entropy on random single frames of uint8 videos [N, T, H, W, 3]."""
-    from rank_sweep.world.fit import fit
-
-    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    from rank_sweep.world.fit import fit_classifier
 
     def batch_loss(step: int) -> torch.Tensor:
         frames, labs = _frames(videos, labels, batch, gen)
         x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).contiguous()
         return F.cross_entropy(net(x, return_features=False), torch.from_numpy(labs))
 
-    # cosine from the first step, as the video detector: trained from scratch on labels
-    losses = fit(net, opt, steps, lambda step: lr * 0.5 * (1 + np.cos(np.pi * step / max(1, steps))),
-                 batch_loss, progress=progress)  # fmt: skip
+    losses = fit_classifier(net, steps, lr, batch_loss, progress=progress)
     log.info("frame detector: loss %.3f -> %.3f over %d steps", losses[0], losses[-1], len(losses))
     return losses
 
