@@ -5,7 +5,8 @@ reconstructions, same labels).
 Why the world needs one: KID on the random-init Inception measures pixel statistics, and in
 this world it scored the untrained base best and got worse with training (session 7,
 RESULTS.md). Features trained on the classes respond to what a frame shows (which object,
-its colours and place), which is what fine-tuning changes.
+its colours and place): the base now scores last, but the fine-tuned ranks, which differ in
+motion, are ordered against FVD (benchmarks/RESULTS.md, session 8): compare ranks on FVD.
 
 Saved as TorchScript with the FID Inception's call signature (NVIDIA's
 `inception-2015-12-05.pt`): `det(x_uint8_NCHW, return_features=True) -> [N, D]`. The module
